@@ -6,9 +6,11 @@
     ├── ConfigError                 invalid settings (the CLI exits with code 2)
     ├── UnknownSymbolError          a symbol that is not in the catalogue (also a KeyError)
     ├── InvalidQueryError           a history query that cannot be answered (also a ValueError)
+    ├── InvalidTickError            a tick that cannot be journaled (also a ValueError)
     ├── JournalError
     │   ├── JournalCorruptError     damage found while recovering; carries what was dropped
     │   └── JournalUnavailableError the journal cannot accept writes (disk full, read-only, closed)
+    ├── PositionUnavailableError    a resume position is too old or from another epoch
     └── StoreError                  the history store failed
 
 Every error carries a human message. Callers at the edge (REST, the stream, the CLI) map these
@@ -20,9 +22,11 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "InvalidQueryError",
+    "InvalidTickError",
     "JournalCorruptError",
     "JournalError",
     "JournalUnavailableError",
+    "PositionUnavailableError",
     "StoreError",
     "TickwireError",
     "UnknownSymbolError",
@@ -75,3 +79,18 @@ class JournalUnavailableError(JournalError):
 
 class StoreError(TickwireError):
     """The history store failed to read or write."""
+
+
+class InvalidTickError(TickwireError, ValueError):
+    """A feed offered a tick the tickplant will not journal (non-finite, crossed, bad time)."""
+
+
+class PositionUnavailableError(TickwireError):
+    """A stream position cannot be resumed from: too old for the journal, or another epoch.
+
+    The reader should fetch history over REST, then resume from the current position.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "too_old" or "epoch_changed"
