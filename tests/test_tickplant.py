@@ -1,0 +1,139 @@
+"""The tickplant and the in-process bus: ordering, positions, durability before publish."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tickwire.bus import InProcessBus
+from tickwire.errors import InvalidTickError, PositionUnavailableError
+from tickwire.journal import Journal
+from tickwire.model import JournaledBatch, TickBatch
+from tickwire.tickplant import CommitLimits, Tickplant
+
+from .conftest import make_batch
+
+
+def build(path: Path, *, ring_ticks: int = 1_000_000, **limits: int) -> Tickplant:
+    """A tickplant over a journal in ``path`` and an in-process bus."""
+    journal, _ = Journal.open(path)
+    bus = InProcessBus(
+        epoch=journal.epoch,
+        last_offset=journal.last_offset,
+        history=lambda after, n: journal.read(after, max_ticks=n),
+        ring_ticks=ring_ticks,
+    )
+    plant = Tickplant(journal, bus, limits=CommitLimits(**limits))
+    plant.start()
+    return plant
+
+
+async def drain(plant: Tickplant, after: int, until: int) -> list[JournaledBatch]:
+    """Consume the bus from ``after`` up to offset ``until``."""
+    sub = plant.bus.subscribe(after)
+    out: list[JournaledBatch] = []
+    while not out or out[-1].last_offset < until:
+        out.extend(await asyncio.wait_for(sub.next(), 5))
+    return out
+
+
+async def test_offsets_and_seqs_are_gap_free(tmp_path: Path) -> None:
+    """Concurrent submissions get contiguous offsets and per-symbol seqs starting at 1."""
+    plant = build(tmp_path)
+    await asyncio.gather(*(plant.submit(make_batch(250, seed=i)) for i in range(8)))
+    last = await plant.submit_durable(make_batch(1))
+    assert last.last_offset == 2001
+    batches = await drain(plant, 0, 2001)
+    ticks = [t for b in batches for t in b.ticks()]
+    assert [t.offset for t in ticks] == list(range(1, 2002))
+    for name in ("EURUSD", "GBPUSD", "USDJPY"):
+        seqs = [t.seq for t in ticks if t.symbol == name]
+        assert seqs == list(range(1, len(seqs) + 1))
+    await plant.stop()
+
+
+async def test_restart_continues_positions(tmp_path: Path) -> None:
+    """A new tickplant on the same journal continues offsets and seqs."""
+    plant = build(tmp_path)
+    await plant.submit_durable(make_batch(300))
+    seq_before = dict(plant._seq)
+    await plant.stop()
+    plant = build(tmp_path)
+    positioned = await plant.submit_durable(make_batch(30, symbols=("EURUSD",)))
+    assert positioned.first_offset == 301
+    assert positioned.seq.tolist() == list(
+        range(seq_before["EURUSD"] + 1, seq_before["EURUSD"] + 31)
+    )
+    await plant.stop()
+
+
+async def test_published_only_after_durable(tmp_path: Path) -> None:
+    """What a consumer sees is already readable from the journal on disk."""
+    plant = build(tmp_path)
+    sub = plant.bus.subscribe(0)
+    consumer = asyncio.create_task(sub.next())
+    await plant.submit(make_batch(500))
+    seen = await asyncio.wait_for(consumer, 5)
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.seg"))
+    assert on_disk > 500 * 34
+    reread = plant.journal.read(0, max_ticks=10_000)
+    assert sum(len(b) for b in reread) >= seen[-1].last_offset
+    await plant.stop()
+
+
+async def test_consumer_behind_the_ring_reads_the_journal(tmp_path: Path) -> None:
+    """A consumer older than the ring is served from the journal, in order, without gaps."""
+    plant = build(tmp_path, ring_ticks=1000)
+    for i in range(10):
+        await plant.submit_durable(make_batch(500, seed=i))
+    assert plant.bus.ring.first_offset is not None and plant.bus.ring.first_offset > 1
+    batches = await drain(plant, 10, 5000)
+    offsets = np.concatenate([b.first_offset + np.arange(len(b)) for b in batches])
+    assert offsets[0] == 11 and offsets[-1] == 5000 and (np.diff(offsets) == 1).all()
+    await plant.stop()
+
+
+async def test_position_ahead_of_the_bus_is_refused(tmp_path: Path) -> None:
+    """Subscribing after an offset that was never published raises PositionUnavailableError."""
+    plant = build(tmp_path)
+    await plant.submit_durable(make_batch(10))
+    with pytest.raises(PositionUnavailableError):
+        plant.bus.subscribe(11)
+    await plant.stop()
+
+
+async def test_invalid_ticks_are_refused_whole(tmp_path: Path) -> None:
+    """Crossed, non-finite or non-positive prices are refused before any offset is used."""
+    plant = build(tmp_path)
+    good = make_batch(5)
+    for bad in (
+        TickBatch(good.symbols, good.sym, good.ts, good.bid, good.bid - 1e-4),
+        TickBatch(good.symbols, good.sym, good.ts, good.bid * np.nan, good.ask),
+        TickBatch(good.symbols, good.sym, good.ts * 0, good.bid, good.ask),
+    ):
+        with pytest.raises(InvalidTickError):
+            await plant.submit(bad)
+    assert (await plant.submit_durable(good)).first_offset == 1
+    await plant.stop()
+
+
+async def test_group_commit_groups_concurrent_submissions(tmp_path: Path) -> None:
+    """Submissions that arrive while a commit is in flight share the next journal record."""
+    plant = build(tmp_path)
+    await asyncio.gather(*(plant.submit_durable(make_batch(10, seed=i)) for i in range(200)))
+    assert plant.committed_ticks == 2000
+    assert plant.commits < 200
+    await plant.stop()
+
+
+async def test_full_queue_applies_backpressure(tmp_path: Path) -> None:
+    """submit() waits while the queue holds queue_ticks, and resumes as commits drain it."""
+    plant = build(tmp_path, queue_ticks=1000, max_ticks=500)
+    await asyncio.wait_for(
+        asyncio.gather(*(plant.submit(make_batch(400, seed=i)) for i in range(20))), 10
+    )
+    await plant.stop()
+    assert plant.committed_ticks == 8000
