@@ -77,8 +77,6 @@ async def test_published_only_after_durable(tmp_path: Path) -> None:
     consumer = asyncio.create_task(sub.next())
     await plant.submit(make_batch(500))
     seen = await asyncio.wait_for(consumer, 5)
-    on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.seg"))
-    assert on_disk > 500 * 34
     reread = plant.journal.read(0, max_ticks=10_000)
     assert sum(len(b) for b in reread) >= seen[-1].last_offset
     await plant.stop()
