@@ -6,50 +6,52 @@ store (:mod:`tickwire.bars`), so a forming bar equals the stored bar over the sa
 
 A tick older than a symbol's forming bar (a late tick for a closed bar) leaves the forming bar
 alone; the store applies it to the closed bar.
+
+State lives in numpy arrays indexed by a per-symbol slot, so applying a batch costs a fixed
+number of vectorised operations whatever the number of symbols in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from . import bars
 from .journal.records import SymbolState
 from .model import Bar, BarUnit, JournaledBatch, PriceSide, Quote
 from .timeframes import Resolution, bucket_starts
 
-__all__ = ["LIVE_RESOLUTIONS", "FormingBar", "LiveState"]
+__all__ = ["LIVE_RESOLUTIONS", "LiveState"]
 
 LIVE_RESOLUTIONS = (Resolution(1, BarUnit.SECOND), Resolution(1, BarUnit.MINUTE))
-_SIDES = (PriceSide.BID, PriceSide.ASK, PriceSide.MID)
+_SIDE_INDEX = {PriceSide.BID: 0, PriceSide.ASK: 1, PriceSide.MID: 2}
+_NO_BAR = np.iinfo(np.int64).min
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 
-@dataclass(slots=True)
-class FormingBar:
-    """A bar still forming, for all three price sides; keys are ``(ts, offset)``."""
+class _Forming:
+    """Forming bars of one resolution: one row per symbol slot, three price sides."""
 
-    start: int
-    open_key: tuple[int, int]
-    close_key: tuple[int, int]
-    open: dict[PriceSide, float]
-    high: dict[PriceSide, float]
-    low: dict[PriceSide, float]
-    close: dict[PriceSide, float]
-    ticks: int
+    def __init__(self, capacity: int) -> None:
+        self.start = np.full(capacity, _NO_BAR, dtype=np.int64)
+        self.open_ts = np.zeros(capacity, dtype=np.int64)
+        self.open_off = np.zeros(capacity, dtype=np.int64)
+        self.close_ts = np.zeros(capacity, dtype=np.int64)
+        self.close_off = np.zeros(capacity, dtype=np.int64)
+        self.ticks = np.zeros(capacity, dtype=np.int64)
+        self.ohlc = np.zeros((capacity, 3, 4), dtype=np.float64)  # slot, side, o/h/l/c
 
-    def bar(self, symbol: str, side: PriceSide) -> Bar:
-        return Bar(
-            symbol,
-            self.start,
-            self.open[side],
-            self.high[side],
-            self.low[side],
-            self.close[side],
-            self.ticks,
-            complete=False,
-        )
+    def grow(self, capacity: int) -> None:
+        extra = capacity - len(self.start)
+        if extra <= 0:
+            return
+        self.start = np.concatenate([self.start, np.full(extra, _NO_BAR, dtype=np.int64)])
+        for name in ("open_ts", "open_off", "close_ts", "close_off", "ticks"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, np.int64)]))
+        self.ohlc = np.concatenate([self.ohlc, np.zeros((extra, 3, 4))])
 
 
 class LiveState:
@@ -58,26 +60,95 @@ class LiveState:
     def __init__(self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS) -> None:
         self.resolutions = tuple(resolutions)
         self.epoch = 0
-        self._quotes: dict[str, Quote] = {}
-        self._forming: dict[Resolution, dict[str, FormingBar]] = {r: {} for r in self.resolutions}
+        self._slots: dict[str, int] = {}
+        self._names: list[str] = []
+        self._slot_cache: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
+        capacity = 64
+        self._q_ts = np.zeros(capacity, dtype=np.int64)
+        self._q_bid = np.zeros(capacity)
+        self._q_ask = np.zeros(capacity)
+        self._q_offset = np.zeros(capacity, dtype=np.int64)
+        self._q_seq = np.zeros(capacity, dtype=np.int64)
+        self._q_epoch = np.zeros(capacity, dtype=np.int64)
+        self._has_quote = np.zeros(capacity, dtype=bool)
+        self._forming = {r: _Forming(capacity) for r in self.resolutions}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The last tick of ``symbol``, or None if it has none yet."""
+        slot = self._slots.get(symbol)
+        if slot is None or not self._has_quote[slot]:
+            return None
+        return Quote(
+            symbol,
+            int(self._q_ts[slot]),
+            float(self._q_bid[slot]),
+            float(self._q_ask[slot]),
+            int(self._q_epoch[slot]),
+            int(self._q_offset[slot]),
+            int(self._q_seq[slot]),
+        )
+
+    def quotes(self) -> dict[str, Quote]:
+        """Every last quote, by symbol."""
+        out = {}
+        for name in self._names:
+            quote = self.quote(name)
+            if quote is not None:
+                out[name] = quote
+        return out
+
+    def forming(self, symbol: str, resolution: Resolution, side: PriceSide) -> Bar | None:
+        """The forming bar of ``symbol`` at ``resolution``, or None before its first tick."""
+        slot = self._slots.get(symbol)
+        state = self._forming[resolution]
+        if slot is None or state.start[slot] == _NO_BAR:
+            return None
+        o, h, low, c = state.ohlc[slot, _SIDE_INDEX[side]].tolist()
+        return Bar(
+            symbol, int(state.start[slot]), o, h, low, c, int(state.ticks[slot]), complete=False
+        )
+
+    # -- writing ----------------------------------------------------------------------------
 
     def restore(self, epoch: int, states: Mapping[str, SymbolState]) -> None:
         """Seed last quotes from the journal's recovered per-symbol state."""
         self.epoch = epoch
         for name, st in states.items():
-            self._quotes[name] = Quote(name, st.ts, st.bid, st.ask, epoch, st.offset, st.seq)
+            slot = self._slot(name)
+            self._q_ts[slot], self._q_bid[slot], self._q_ask[slot] = st.ts, st.bid, st.ask
+            self._q_offset[slot], self._q_seq[slot], self._q_epoch[slot] = st.offset, st.seq, epoch
+            self._has_quote[slot] = True
 
-    def quote(self, symbol: str) -> Quote | None:
-        return self._quotes.get(symbol)
+    def _slot(self, name: str) -> int:
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = len(self._names)
+            self._slots[name] = slot
+            self._names.append(name)
+            if slot >= len(self._q_ts):
+                self._grow(2 * len(self._q_ts))
+        return slot
 
-    def quotes(self) -> dict[str, Quote]:
-        """A copy of every last quote, by symbol."""
-        return dict(self._quotes)
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - len(self._q_ts)
+        for name in ("_q_ts", "_q_offset", "_q_seq", "_q_epoch"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra, np.int64)]))
+        for name in ("_q_bid", "_q_ask"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
+        self._has_quote = np.concatenate([self._has_quote, np.zeros(extra, dtype=bool)])
+        for forming in self._forming.values():
+            forming.grow(capacity)
 
-    def forming(self, symbol: str, resolution: Resolution, side: PriceSide) -> Bar | None:
-        """The forming bar of ``symbol`` at ``resolution``, or None before its first tick."""
-        bar = self._forming[resolution].get(symbol)
-        return None if bar is None else bar.bar(symbol, side)
+    def _slots_of(self, symbols: tuple[str, ...]) -> npt.NDArray[np.intp]:
+        slots = self._slot_cache.get(symbols)
+        if slots is None:
+            slots = np.array([self._slot(s) for s in symbols], dtype=np.intp)
+            if len(self._slot_cache) > 1024:
+                self._slot_cache.clear()
+            self._slot_cache[symbols] = slots
+        return slots
 
     def apply(self, batch: JournaledBatch) -> None:
         """Fold a committed batch into the quotes and forming bars."""
@@ -85,70 +156,86 @@ class LiveState:
         if n == 0:
             return
         self.epoch = batch.epoch
-        names = batch.symbols
-        offsets = batch.first_offset + np.arange(n, dtype=np.int64)
-        last = np.full(len(names), -1, dtype=np.int64)
+        local_slots = self._slots_of(batch.symbols)
+        # last tick of each symbol, by arrival (offset) order
+        last = np.full(len(batch.symbols), -1, dtype=np.int64)
         np.maximum.at(last, batch.sym, np.arange(n, dtype=np.int64))
-        for local, i in enumerate(last.tolist()):
-            if i >= 0:
-                name = names[local]
-                self._quotes[name] = Quote(
-                    name,
-                    int(batch.ts[i]),
-                    float(batch.bid[i]),
-                    float(batch.ask[i]),
-                    batch.epoch,
-                    batch.first_offset + i,
-                    int(batch.seq[i]),
-                )
-        mids = bars.mid(batch.bid, batch.ask)
-        prices = {PriceSide.BID: batch.bid, PriceSide.ASK: batch.ask, PriceSide.MID: mids}
-        for resolution in self.resolutions:
-            self._apply_resolution(resolution, batch, offsets, prices)
+        present = last >= 0
+        idx = last[present]
+        slots = local_slots[present]
+        self._q_ts[slots] = batch.ts[idx]
+        self._q_bid[slots] = batch.bid[idx]
+        self._q_ask[slots] = batch.ask[idx]
+        self._q_offset[slots] = batch.first_offset + idx
+        self._q_seq[slots] = batch.seq[idx].astype(np.int64)
+        self._q_epoch[slots] = batch.epoch
+        self._has_quote[slots] = True
 
+        offsets = batch.first_offset + np.arange(n, dtype=np.int64)
+        prices = (batch.bid, batch.ask, bars.mid(batch.bid, batch.ask))
+        for resolution in self.resolutions:
+            self._apply_resolution(
+                self._forming[resolution], resolution, batch, offsets, prices, local_slots
+            )
+
+    @staticmethod
     def _apply_resolution(
-        self,
+        state: _Forming,
         resolution: Resolution,
         batch: JournaledBatch,
-        offsets: bars.I64,
-        prices: dict[PriceSide, bars.F64],
+        offsets: I64,
+        prices: tuple[F64, F64, F64],
+        local_slots: npt.NDArray[np.intp],
     ) -> None:
         grouping = bars.group(batch.ts, offsets, bucket_starts(batch.ts, resolution), by=batch.sym)
         assert grouping.by is not None
         by = grouping.by
-        # the last (latest) bar of each symbol in this batch is the only one that can be forming
+        # only the latest bar of each symbol in the batch can be the forming one
         is_last = np.ones(len(grouping), dtype=bool)
         is_last[:-1] = by[1:] != by[:-1]
-        sides = {side: bars.ohlc(grouping, prices[side]) for side in _SIDES}
-        forming = self._forming[resolution]
-        ts = batch.ts
-        for g in np.flatnonzero(is_last).tolist():
-            name = batch.symbols[int(by[g])]
-            start = int(grouping.start[g])
-            oi, ci = int(grouping.open_index[g]), int(grouping.close_index[g])
-            open_key = (int(ts[oi]), batch.first_offset + oi)
-            close_key = (int(ts[ci]), batch.first_offset + ci)
-            current = forming.get(name)
-            if current is not None and start < current.start:
-                continue  # late ticks for a closed bar: the store owns those
-            if current is None or start > current.start:
-                forming[name] = FormingBar(
-                    start,
-                    open_key,
-                    close_key,
-                    {s: float(sides[s].open[g]) for s in _SIDES},
-                    {s: float(sides[s].high[g]) for s in _SIDES},
-                    {s: float(sides[s].low[g]) for s in _SIDES},
-                    {s: float(sides[s].close[g]) for s in _SIDES},
-                    int(grouping.ticks[g]),
-                )
-                continue
-            if open_key < current.open_key:
-                current.open_key = open_key
-                current.open = {s: float(sides[s].open[g]) for s in _SIDES}
-            if close_key > current.close_key:
-                current.close_key = close_key
-                current.close = {s: float(sides[s].close[g]) for s in _SIDES}
-            current.high = {s: max(current.high[s], float(sides[s].high[g])) for s in _SIDES}
-            current.low = {s: min(current.low[s], float(sides[s].low[g])) for s in _SIDES}
-            current.ticks += int(grouping.ticks[g])
+        g = np.flatnonzero(is_last)
+        slots = local_slots[by[g].astype(np.intp)]
+        start = grouping.start[g]
+        oi, ci = grouping.open_index[g], grouping.close_index[g]
+        open_ts, close_ts = batch.ts[oi], batch.ts[ci]
+        open_off, close_off = offsets[oi], offsets[ci]
+        sides = [bars.ohlc(grouping, p) for p in prices]
+        new = np.stack(
+            [np.stack([s.open[g], s.high[g], s.low[g], s.close[g]], axis=1) for s in sides],
+            axis=1,
+        )  # group, side, o/h/l/c
+        ticks = grouping.ticks[g]
+
+        current = state.start[slots]
+        fresh = start > current  # a new bar (the previous one, if any, has closed)
+        same = start == current  # more ticks for the forming bar; older starts are late ticks
+
+        if fresh.any():
+            s = slots[fresh]
+            state.start[s] = start[fresh]
+            state.open_ts[s], state.open_off[s] = open_ts[fresh], open_off[fresh]
+            state.close_ts[s], state.close_off[s] = close_ts[fresh], close_off[fresh]
+            state.ticks[s] = ticks[fresh]
+            state.ohlc[s] = new[fresh]
+        if same.any():
+            s = slots[same]
+            ots, ooff = open_ts[same], open_off[same]
+            cts, coff = close_ts[same], close_off[same]
+            sub = new[same]
+            earlier = (ots < state.open_ts[s]) | (
+                (ots == state.open_ts[s]) & (ooff < state.open_off[s])
+            )
+            later = (cts > state.close_ts[s]) | (
+                (cts == state.close_ts[s]) & (coff > state.close_off[s])
+            )
+            block = state.ohlc[s]
+            block[:, :, 0] = np.where(earlier[:, None], sub[:, :, 0], block[:, :, 0])
+            block[:, :, 1] = np.maximum(block[:, :, 1], sub[:, :, 1])
+            block[:, :, 2] = np.minimum(block[:, :, 2], sub[:, :, 2])
+            block[:, :, 3] = np.where(later[:, None], sub[:, :, 3], block[:, :, 3])
+            state.ohlc[s] = block
+            state.open_ts[s] = np.where(earlier, ots, state.open_ts[s])
+            state.open_off[s] = np.where(earlier, ooff, state.open_off[s])
+            state.close_ts[s] = np.where(later, cts, state.close_ts[s])
+            state.close_off[s] = np.where(later, coff, state.close_off[s])
+            state.ticks[s] += ticks[same]

@@ -8,6 +8,8 @@ publishes it on the bus and applies it to the live state.
 Guarantees:
 
 * A tick is visible on the bus only after :meth:`Journal.append` has returned for it.
+* Live state (``on_commit``) is applied after publishing; under load it runs while the next
+  group is being written, so it may trail the bus by one commit, never by more.
 * Offsets and seqs have no gap and no duplicate, across restarts (they continue from the
   journal's recovered state).
 * The submission queue is bounded (``queue_ticks``): :meth:`submit` waits when it is full,
@@ -84,6 +86,10 @@ class Tickplant:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.committed_ticks = 0
+        self._submitted_ticks = 0
+        self._settled_ticks = 0  # committed or refused
+        self._settled = asyncio.Event()
+        self._deferred: JournaledBatch | None = None
         self.commits = 0
 
     @property
@@ -122,6 +128,13 @@ class Tickplant:
         self._enqueue(batch, None)
         await self._wait_for_room()
 
+    async def flush(self) -> None:
+        """Wait until every tick submitted so far has been committed (or refused)."""
+        target = self._submitted_ticks
+        while self._settled_ticks < target:
+            self._settled.clear()
+            await self._settled.wait()
+
     async def submit_durable(self, batch: TickBatch) -> JournaledBatch:
         """Queue ``batch`` and wait until it is durable and published; return its positions."""
         done: asyncio.Future[JournaledBatch] = asyncio.get_running_loop().create_future()
@@ -137,6 +150,7 @@ class Tickplant:
             return
         _validate(batch)
         self._pending.append(_Pending(batch, done))
+        self._submitted_ticks += len(batch)
         self._pending_ticks += len(batch)
         if self._pending_ticks >= self.limits.queue_ticks:
             self._has_room.clear()
@@ -166,6 +180,7 @@ class Tickplant:
                 await asyncio.sleep(self.limits.max_delay)
             group = self._take_group()
             if not group:
+                self._apply_deferred()
                 self._has_work.clear()
                 if self._closing:
                     return
@@ -187,10 +202,20 @@ class Tickplant:
         return group
 
     async def _commit(self, group: list[_Pending]) -> None:
+        try:
+            await self._commit_group(group)
+        finally:
+            self._settled_ticks += sum(len(item.batch) for item in group)
+            self._settled.set()
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
         batch = self._position(group)
         payload = records.encode_ticks(batch)
+        append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch, payload))
+        # live-state work of the previous commit overlaps this commit's write and sync
+        self._apply_deferred()
         try:
-            await asyncio.to_thread(self.journal.append, batch, payload)
+            await append
         except JournalUnavailableError as exc:
             self._rollback_seq(batch)
             log.error("tickplant: %s; %d ticks refused", exc, len(batch))
@@ -203,7 +228,10 @@ class Tickplant:
             raise
         await self.bus.publish(batch)
         if self._on_commit is not None:
-            self._on_commit(batch)
+            if self._pending:
+                self._deferred = batch  # applied while the next group is being written
+            else:
+                self._on_commit(batch)
         self.committed_ticks += len(batch)
         self.commits += 1
         start = 0
@@ -213,6 +241,11 @@ class Tickplant:
                 part = batch.since(batch.first_offset + start - 1).head(n)
                 item.done.set_result(part)
             start += n
+
+    def _apply_deferred(self) -> None:
+        batch, self._deferred = self._deferred, None
+        if batch is not None and self._on_commit is not None:
+            self._on_commit(batch)
 
     def _position(self, group: list[_Pending]) -> JournaledBatch:
         """Merge a group into one batch with offsets and per-symbol seqs."""

@@ -414,6 +414,16 @@ class Journal:
                 return segment.record_offsets[0]
         return self.last_offset + 1
 
+    @property
+    def epoch_first_offset(self) -> int:
+        """The first offset of the current epoch."""
+        first = self.last_offset + 1
+        for segment in reversed(self._segments):
+            if segment.epoch != self.epoch:
+                break
+            first = segment.first_offset
+        return first
+
     def read(self, after: int, *, max_ticks: int = 100_000) -> list[JournaledBatch]:
         """Batches holding the ticks after offset ``after``, about ``max_ticks`` at most.
 

@@ -1,0 +1,167 @@
+"""Durable ingest through the tickplant against a plain file append with the same fsync policy.
+
+Each round commits groups of exactly B ticks (``CommitLimits.max_ticks = B``), fed by two
+producers that each wait for their batch to be durable (journal record written and
+fdatasync'ed, published on the bus, applied to live state) before sending the next.
+The baseline writes the same number of bytes per batch to a plain file and fdatasyncs it. Rounds
+of the two alternate so that machine noise hits both; the table gives medians and the ratio.
+
+    python -m bench.ingest_bench            # full: batch 1, 100, 10,000
+    python -m bench.ingest_bench --quick    # a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tickwire.bus import InProcessBus
+from tickwire.journal import Journal, SyncPolicy
+from tickwire.livestate import LiveState
+from tickwire.model import TickBatch
+from tickwire.tickplant import CommitLimits, Tickplant
+
+SYMBOLS = tuple(f"SYM{i:03d}" for i in range(40))
+BYTES_PER_TICK = 34
+PRODUCERS = 2  # ts, bid, ask, seq (8 bytes each) + symbol index (2)
+
+
+def make_batch(size: int, start_ts: int) -> TickBatch:
+    rng = np.random.default_rng(size)
+    bid = 1.0 + rng.random(size) / 100
+    return TickBatch(
+        SYMBOLS,
+        rng.integers(0, len(SYMBOLS), size).astype(np.uint16),
+        start_ts + np.arange(size, dtype=np.int64),
+        bid,
+        bid + 1e-4,
+    )
+
+
+def baseline_round(
+    directory: Path, size: int, seconds: float, sync: bool
+) -> tuple[float, list[float]]:
+    """Plain append of ``size`` ticks' worth of bytes per batch, fdatasync per batch."""
+    payload = os.urandom(size * BYTES_PER_TICK + 8)
+    path = directory / "plain.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+    latencies: list[float] = []
+    ticks = 0
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < seconds:
+            t0 = time.perf_counter()
+            os.write(fd, payload)
+            if sync:
+                os.fdatasync(fd)
+            latencies.append(time.perf_counter() - t0)
+            ticks += size
+    finally:
+        os.close(fd)
+        path.unlink()
+    return ticks / (time.perf_counter() - started), latencies
+
+
+async def tickplant_round(
+    directory: Path, size: int, seconds: float, sync: SyncPolicy
+) -> tuple[float, list[float]]:
+    """Batches of ``size`` ticks through the tickplant, each awaited until durable."""
+    journal, _ = Journal.open(directory / f"journal-{time.monotonic_ns()}", sync=sync)
+    bus = InProcessBus(
+        epoch=journal.epoch,
+        last_offset=journal.last_offset,
+        history=lambda after, n: journal.read(after, max_ticks=n),
+        ring_ticks=1_000_000,
+    )
+    live = LiveState()
+    plant = Tickplant(
+        journal, bus, limits=CommitLimits(max_ticks=max(size, 1)), on_commit=live.apply
+    )
+    plant.start()
+    batches = [make_batch(size, 1_767_000_000_000_000_000 + i * size) for i in range(8)]
+    latencies: list[float] = []
+    ticks = 0
+    started = time.perf_counter()
+
+    async def producer(k: int) -> None:
+        # several producers keep commits back to back; max_ticks keeps each commit at `size`
+        nonlocal ticks
+        i = k
+        while time.perf_counter() - started < seconds:
+            t0 = time.perf_counter()
+            await plant.submit_durable(batches[i % 8])
+            latencies.append(time.perf_counter() - t0)
+            ticks += size
+            i += 1
+
+    await asyncio.gather(*(producer(k) for k in range(PRODUCERS)))
+    elapsed = time.perf_counter() - started
+    await plant.stop()
+    return ticks / elapsed, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short rounds, one size set")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per round and side")
+    parser.add_argument("--sync", choices=["fsync", "none"], default="fsync")
+    parser.add_argument("--sizes", default="1,100,10000")
+    args = parser.parse_args()
+    rounds, seconds = (1, 0.5) if args.quick else (args.rounds, args.seconds)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    sync = SyncPolicy(args.sync)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TICKWIRE_BENCH_DIR")) as tmp:
+        directory = Path(tmp)
+        for size in sizes:
+            base_rates, plant_rates, base_lat, plant_lat = [], [], [], []
+            for _ in range(rounds):
+                rate, lat = baseline_round(directory, size, seconds, sync is SyncPolicy.FSYNC)
+                base_rates.append(rate)
+                base_lat += lat
+                rate, lat = asyncio.run(tickplant_round(directory, size, seconds, sync))
+                plant_rates.append(rate)
+                plant_lat += lat
+            b, p = statistics.median(base_rates), statistics.median(plant_rates)
+            rows.append(
+                (
+                    size,
+                    p,
+                    b,
+                    p / b,
+                    pct(plant_lat, 50),
+                    pct(plant_lat, 99),
+                    pct(base_lat, 50),
+                    pct(base_lat, 99),
+                )
+            )
+            print(
+                f"batch {size:>6}: tickplant {p:>12,.0f}/s  plain append {b:>12,.0f}/s", flush=True
+            )
+    print(f"\nDurable ingest, sync={sync.value}, {rounds} round(s) x {seconds:g} s, median\n")
+    print(
+        "| batch | tickplant ticks/s | plain append ticks/s | ratio | commit p50 / p99 ms "
+        "| append p50 / p99 ms |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for size, p, b, r, p50, p99, b50, b99 in rows:
+        print(
+            f"| {size:,} | {p:,.0f} | {b:,.0f} | {r:.2f} | {p50:.2f} / {p99:.2f} "
+            f"| {b50:.2f} / {b99:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m tickwire`` is the ``tickwire`` command."""
+
+from .cli import main
+
+main()
