@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tickwire serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
+	$(BIN)/tickwire serve --host $(HOST) --port $(PORT) --data-dir $(DATA) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

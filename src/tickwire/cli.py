@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -121,6 +122,16 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGINT/SIGTERM: shut down cleanly and exit 0 (a second SIGINT forces the exit).
+
+        uvicorn would re-raise the signal after shutting down, which makes a clean stop look
+        like a crash to supervisors; tickwire reports a clean stop with exit code 0 instead.
+        """
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
