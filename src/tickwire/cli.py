@@ -8,12 +8,13 @@ exit with code 2.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import click
 import uvicorn
@@ -36,12 +37,13 @@ def _settings_options(func: Any) -> Any:
     """Add one option per Settings field, typed, with the field's doc as help."""
     docs = Settings.field_docs()
     defaults = Settings()
+    hints = get_type_hints(Settings)
     for name in reversed(Settings.__struct_fields__):
         default = getattr(defaults, name)
         flag = name.replace("_", "-")
         env = f"TICKWIRE_{name.upper()}"
         help_text = f"{docs.get(name, '')} [env {env}; default: {_show(default)}]"
-        annotation = Settings.__annotations__.get(name, "")
+        annotation = hints.get(name)
         if isinstance(default, bool):
             option = click.option(f"--{flag}/--no-{flag}", name, default=None, help=help_text)
         else:
@@ -62,15 +64,21 @@ def _show(value: Any) -> str:
 
 
 def _metavar(annotation: Any, default: Any) -> str:
-    text = str(annotation)
-    if "Path" in text:
+    """A metavar from the resolved type: DIR, INT, FLOAT, or the choices of an enum/Literal."""
+    choices: tuple[Any, ...] = ()
+    for arg in (annotation, *get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            choices = tuple(m.value for m in arg)
+        elif get_origin(arg) is Literal:
+            choices = get_args(arg)
+    if choices:
+        return "[" + "|".join(map(str, choices)) + "]"
+    if isinstance(default, Path):
         return "DIR"
-    if "float" in text:
+    if isinstance(default, float) or "float" in str(annotation):
         return "FLOAT"
-    if "int" in text:
+    if isinstance(default, int):
         return "INT"
-    if get_origin(annotation) is not None and get_args(annotation):
-        return "TEXT"
     return "TEXT"
 
 
