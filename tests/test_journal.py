@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,4 +174,26 @@ def test_sync_policy_none_still_survives_reopen(tmp_path: Path) -> None:
     _, last = fill(tmp_path, 4, 50, sync=SyncPolicy.NONE)
     journal, _ = Journal.open(tmp_path)
     assert journal.last_offset == last == 200
+    journal.close()
+
+
+def test_retention_drops_old_segments_but_keeps_seqs(tmp_path: Path) -> None:
+    """Old, applied segments are deleted; the rest reads fine and seqs continue after reopen."""
+    fill(tmp_path, 20, 1000, segment_bytes=100_000)
+    journal, _ = Journal.open(tmp_path, segment_bytes=100_000)
+    state = dict(journal.state)
+    segments = sorted(tmp_path.glob("*.seg"))
+    old = time.time() - 3600
+    for path in segments[:-1]:
+        os.utime(path, (old, old))
+    assert journal.drop_segments(up_to_offset=5_000, older_than=time.time() - 60) >= 1
+    assert journal.first_offset > 1
+    with pytest.raises(LookupError):
+        journal.read(0)
+    assert (
+        journal.read(journal.first_offset - 1, max_ticks=10)[0].first_offset == journal.first_offset
+    )
+    journal.close()
+    journal, _ = Journal.open(tmp_path, segment_bytes=100_000)
+    assert journal.state == state and journal.last_offset == 20_000
     journal.close()

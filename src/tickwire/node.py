@@ -300,6 +300,13 @@ class Node:
                 dropped = await self.store.prune_ticks(clock() - keep_ns)
                 if dropped:
                     log.info("retention: dropped %d raw ticks (bars kept)", dropped)
+                segments = await asyncio.to_thread(
+                    self.journal.drop_segments,
+                    up_to_offset=self.writer.applied_offset,
+                    older_than=clock() / 1e9 - keep_ns / 1e9,
+                )
+                if segments:
+                    log.info("retention: deleted %d journal segment(s)", segments)
             except Exception:
                 log.exception("retention failed")
             await asyncio.sleep(3600)

@@ -414,6 +414,32 @@ class Journal:
                 return segment.record_offsets[0]
         return self.last_offset + 1
 
+    def drop_segments(self, *, up_to_offset: int, older_than: float) -> int:
+        """Delete whole segments that end at or before ``up_to_offset`` and were last written
+        before the Unix time ``older_than``. The segment being written is never deleted, and
+        every segment keeps its checkpoint, so seqs continue. Returns how many were deleted.
+        """
+        dropped = 0
+        while len(self._segments) > 1:
+            segment = self._segments[0]
+            if segment.last_offset > up_to_offset:
+                break
+            try:
+                if segment.path.stat().st_mtime >= older_than:
+                    break
+                with self._read_lock:
+                    fd = self._read_fds.pop(segment.path, None)
+                    if fd is not None:
+                        os.close(fd)
+                segment.path.unlink()
+            except OSError as exc:
+                log.warning("journal: cannot delete %s: %s", segment.name, exc)
+                break
+            self._segments.pop(0)
+            self._segment_firsts.pop(0)
+            dropped += 1
+        return dropped
+
     @property
     def epoch_first_offset(self) -> int:
         """The first offset of the current epoch."""
