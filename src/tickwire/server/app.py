@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,19 +15,9 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..node import Node, ProgressCallback
+from .responses import JSONResponse
 
 __all__ = ["JSONResponse", "create_app"]
-
-_encoder = msgspec.json.Encoder()
-
-
-class JSONResponse(Response):
-    """A JSON response encoded by msgspec."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return _encoder.encode(content)
 
 
 def node_of(request: Request) -> Node:

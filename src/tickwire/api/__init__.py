@@ -1,0 +1,1 @@
+"""The REST API: native endpoints and the TraderMade-compatible surface under /api/v1/."""
