@@ -60,6 +60,8 @@ class LiveState:
     def __init__(self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS) -> None:
         self.resolutions = tuple(resolutions)
         self.epoch = 0
+        self.version = 0  # increases with every applied batch; a cheap cache key
+        self.offset = 0  # the last offset applied
         self._slots: dict[str, int] = {}
         self._names: list[str] = []
         self._slot_cache: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
@@ -115,6 +117,8 @@ class LiveState:
     def restore(self, epoch: int, states: Mapping[str, SymbolState]) -> None:
         """Seed last quotes from the journal's recovered per-symbol state."""
         self.epoch = epoch
+        self.version += 1
+        self.offset = max((st.offset for st in states.values()), default=0)
         for name, st in states.items():
             slot = self._slot(name)
             self._q_ts[slot], self._q_bid[slot], self._q_ask[slot] = st.ts, st.bid, st.ask
@@ -156,6 +160,8 @@ class LiveState:
         if n == 0:
             return
         self.epoch = batch.epoch
+        self.version += 1
+        self.offset = batch.last_offset
         local_slots = self._slots_of(batch.symbols)
         # last tick of each symbol, by arrival (offset) order
         last = np.full(len(batch.symbols), -1, dtype=np.int64)

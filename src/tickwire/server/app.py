@@ -1,23 +1,34 @@
 """The HTTP application: a Starlette app whose lifespan runs a :class:`~tickwire.node.Node`.
 
-Routes here are the operational ones; the REST API and the stream gateway mount on the same app.
+It serves the operational routes (``/health``, ``/ready``, ``/metrics``), the native REST API
+(``/v1``), the OpenAPI document and ``/docs``. Every error is JSON: 4xx answers come from
+:class:`~tickwire.api.errors.ApiError`, and an unexpected failure is a 500 with a generic body
+(the details go to the log, never to the client).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..api import native, openapi
+from ..api.errors import ApiError, error_response, handle_api_error
+from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
 from ..node import Node, ProgressCallback
 from .responses import JSONResponse
 
-__all__ = ["JSONResponse", "create_app"]
+__all__ = ["create_app"]
+
+log = logging.getLogger("tickwire.server")
 
 
 def node_of(request: Request) -> Node:
@@ -40,19 +51,45 @@ async def ready(request: Request) -> Response:
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(ApiError(500, "internal_error", "internal error; see the server log"))
+
+
 def create_app(settings: Settings, *, progress: ProgressCallback | None = None) -> Starlette:
     """The application; its lifespan starts the node and stops it cleanly."""
+    holder: dict[str, Node] = {}
+    metrics = Metrics(lambda: holder.get("node"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         node = await Node.start(settings, progress=progress)
-        app.state.node = node
+        app.state.node = holder["node"] = node
         try:
             yield
         finally:
             await node.stop()
 
+    document = openapi.openapi_document()
     return Starlette(
-        routes=[Route("/health", health), Route("/ready", ready)],
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            *native.routes,
+            *openapi.routes(document),
+        ],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
         lifespan=lifespan,
     )
