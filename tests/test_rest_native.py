@@ -1,0 +1,323 @@
+"""The native REST API against a running node: shapes, paging, agreement, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Mount, Route
+
+from tickwire.config import Settings
+from tickwire.server.app import create_app
+
+from .serverproc import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A real server with two days of history and a steady load."""
+    data: Path = tmp_path_factory.mktemp("rest") / "data"
+    server = ServerProcess(
+        data,
+        "--backfill-days",
+        "2",
+        "--no-weekend-closed",
+        "--load-rate",
+        "200",
+        "--sync",
+        "none",
+        "--store-flush-ms",
+        "20",
+    )
+    with server, httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+def get(client: httpx.Client, path: str, status: int = 200, **params: Any) -> Any:
+    """GET and check the status; return the decoded JSON."""
+    response = client.get(path, params=params)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def assert_error(body: dict[str, Any], code: str, param: str | None) -> None:
+    """An error body has the stable code, a message and the offending parameter."""
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["error"]["param"] == param
+
+
+def test_quotes_carry_positions(client: httpx.Client) -> None:
+    """Quotes for many symbols come in request order with bid, ask, mid, time and position."""
+    body = get(client, "/v1/quotes", symbols="eurusd,USDJPY,XAUUSD")
+    assert [q["symbol"] for q in body["quotes"]] == ["EURUSD", "USDJPY", "XAUUSD"]
+    for q in body["quotes"]:
+        assert q["ask"] >= q["bid"] > 0 and q["mid"] == (q["bid"] + q["ask"]) / 2
+        assert q["time"].endswith("Z") and q["epoch"] > 0 and q["offset"] > 0 and q["seq"] > 0
+    everything = get(client, "/v1/quotes")
+    assert len(everything["quotes"]) + len(everything["missing"]) >= 40
+
+
+def test_quote_is_the_journaled_tick(client: httpx.Client) -> None:
+    """A quote's position names the stored tick with the same prices (REST agrees with stream)."""
+    quote = get(client, "/v1/quotes", symbols="EURUSD")["quotes"][0]
+    deadline = time.monotonic() + 10
+    while True:
+        ticks = get(
+            client,
+            "/v1/ticks/EURUSD",
+            **{"from": quote["ts"] // 10**6, "to": quote["ts"] // 10**6 + 1},
+        )["ticks"]
+        match = [t for t in ticks if t["offset"] == quote["offset"]]
+        if match or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert match, "the quoted tick never reached the store"
+    tick = match[0]
+    assert (tick["bid"], tick["ask"], tick["seq"], tick["ts"]) == (
+        quote["bid"],
+        quote["ask"],
+        quote["seq"],
+        quote["ts"],
+    )
+
+
+def test_bars_page_without_gap_or_duplicate(client: httpx.Client) -> None:
+    """Paging with next_cursor returns exactly the bars of one large request."""
+    now_ms = int(time.time() * 1000)
+    window = {"unit": "minute", "multiplier": 5, "from": now_ms - 6 * 3_600_000, "to": now_ms}
+    whole = get(client, "/v1/bars/EURUSD", limit=10_000, **window)["bars"]
+    assert len(whole) > 20
+    pages, cursor = [], None
+    while True:
+        params = {**window, "limit": 7, **({"cursor": cursor} if cursor else {})}
+        body = get(client, "/v1/bars/EURUSD", **params)
+        pages.extend(body["bars"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert [b["ts"] for b in pages] == [b["ts"] for b in whole]
+    starts = [b["ts"] for b in whole]
+    assert starts == sorted(set(starts))
+    assert all(b["complete"] for b in whole[:-1])
+
+
+def test_bars_agree_with_ticks(client: httpx.Client) -> None:
+    """A closed minute bar equals the OHLC of that minute's raw ticks."""
+    now_ms = int(time.time() * 1000)
+    minute = (now_ms - 10 * 60_000) // 60_000 * 60_000
+    bars = get(
+        client,
+        "/v1/bars/EURUSD",
+        unit="minute",
+        side="bid",
+        **{"from": minute, "to": minute + 60_000},
+    )["bars"]
+    ticks = get(
+        client, "/v1/ticks/EURUSD", limit=10_000, **{"from": minute, "to": minute + 60_000}
+    )["ticks"]
+    assert len(bars) == 1 and ticks
+    bar, bids = bars[0], [t["bid"] for t in ticks]
+    assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["ticks"]) == (
+        bids[0],
+        max(bids),
+        min(bids),
+        bids[-1],
+        len(bids),
+    )
+
+
+def test_bar_options(client: httpx.Client) -> None:
+    """Sides, daily cut 22, weeks and CSV output all answer."""
+    now_ms = int(time.time() * 1000)
+    for side in ("bid", "ask", "mid"):
+        assert get(client, "/v1/bars/GBPUSD", unit="hour", side=side)["side"] == side
+    days = get(
+        client, "/v1/bars/GBPUSD", unit="day", daily_cut="22", **{"from": now_ms - 5 * 86_400_000}
+    )["bars"]
+    assert days and all(b["time"].endswith("T22:00:00.000Z") for b in days)
+    response = client.get("/v1/bars/GBPUSD", params={"unit": "hour", "format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == ["time", "ts", "open", "high", "low", "close", "ticks", "complete"]
+    assert len(rows) > 2
+
+
+def test_ticks_page_without_gap_or_duplicate(client: httpx.Client) -> None:
+    """Tick pages chain through next_cursor with every offset exactly once."""
+    now_ms = int(time.time() * 1000)
+    window = {"from": now_ms - 3_600_000, "to": now_ms - 60_000}
+    whole = get(client, "/v1/ticks/USDJPY", limit=10_000, **window)["ticks"]
+    assert len(whole) > 50
+    seen, cursor = [], None
+    for _ in range(1000):
+        body = get(
+            client,
+            "/v1/ticks/USDJPY",
+            limit=97,
+            **{**window, **({"cursor": cursor} if cursor else {})},
+        )
+        seen.extend(t["offset"] for t in body["ticks"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [t["offset"] for t in whole]
+    seqs = [t["seq"] for t in whole]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    response = client.get("/v1/ticks/USDJPY", params={"format": "csv", "limit": 5})
+    assert response.text.splitlines()[0] == "time,ts,bid,ask,epoch,offset,seq"
+
+
+def test_convert_direct_inverse_and_cross(client: httpx.Client) -> None:
+    """Conversion shows its method and legs: direct, inverse, or a cross through USD."""
+    direct = get(client, "/v1/convert", **{"from": "EUR", "to": "USD", "amount": "100"})
+    assert direct["method"] == "direct" and [p["symbol"] for p in direct["path"]] == ["EURUSD"]
+    assert direct["total"] == pytest.approx(100 * direct["rate"])
+    inverse = get(client, "/v1/convert", **{"from": "USD", "to": "EUR", "amount": "100"})
+    assert inverse["method"] == "inverse" and inverse["path"][0]["inverted"]
+    assert inverse["rate"] == pytest.approx(1 / direct["rate"], rel=1e-3)
+    cross = get(client, "/v1/convert", **{"from": "SEK", "to": "NZD", "amount": "1000"})
+    assert cross["method"] == "cross" and len(cross["path"]) == 2
+    assert cross["bid"] <= cross["rate"] <= cross["ask"]
+
+
+def test_catalogue_and_market(client: httpx.Client) -> None:
+    """The catalogue lists 40+ symbols with metadata; market status covers every kind."""
+    symbols = get(client, "/v1/symbols")["symbols"]
+    assert len(symbols) >= 40
+    eurusd = next(s for s in symbols if s["code"] == "EURUSD")
+    assert eurusd == {
+        "code": "EURUSD",
+        "base": "EUR",
+        "quote": "USD",
+        "kind": "fx",
+        "pip": 0.0001,
+        "decimals": 5,
+        "name": "Euro / US Dollar",
+    }
+    metals = get(client, "/v1/symbols", kind="metal")["symbols"]
+    assert {"XAUUSD", "XAGUSD"} <= {s["code"] for s in metals}
+    detail = get(client, "/v1/symbols/xauusd")
+    assert detail["code"] == "XAUUSD" and "open" in detail["market"]
+    market = get(client, "/v1/market")["markets"]
+    assert set(market) >= {"fx", "metal", "crypto"} and market["crypto"]["open"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code", "param"),
+    [
+        ("/v1/quotes", {"symbols": "EURUSD,NOPE"}, 400, "unknown_symbol", "symbols"),
+        (
+            "/v1/quotes",
+            {"symbols": ",".join(["EURUSD"] * 101)},
+            400,
+            "invalid_parameter",
+            "symbols",
+        ),
+        ("/v1/bars/NOPE", {}, 404, "unknown_symbol", "symbol"),
+        ("/v1/bars/EURUSD", {"unit": "fortnight"}, 400, "invalid_parameter", "unit"),
+        ("/v1/bars/EURUSD", {"multiplier": "0"}, 400, "invalid_parameter", "multiplier"),
+        ("/v1/bars/EURUSD", {"multiplier": "x"}, 400, "invalid_parameter", "multiplier"),
+        ("/v1/bars/EURUSD", {"side": "last"}, 400, "invalid_parameter", "side"),
+        ("/v1/bars/EURUSD", {"daily_cut": "5"}, 400, "invalid_parameter", "daily_cut"),
+        ("/v1/bars/EURUSD", {"from": "2026-02-30"}, 400, "invalid_parameter", "from"),
+        (
+            "/v1/bars/EURUSD",
+            {"from": "2026-01-02", "to": "2026-01-01"},
+            400,
+            "invalid_parameter",
+            "from",
+        ),
+        (
+            "/v1/bars/EURUSD",
+            {"unit": "second", "from": "2020-01-01"},
+            400,
+            "range_too_large",
+            "from",
+        ),
+        ("/v1/bars/EURUSD", {"limit": "100000"}, 400, "invalid_parameter", "limit"),
+        ("/v1/bars/EURUSD", {"cursor": "!!"}, 400, "invalid_parameter", "cursor"),
+        ("/v1/ticks/EURUSD", {"from": "1990-01-01"}, 400, "range_too_large", "from"),
+        ("/v1/ticks/EURUSD", {"to": "' OR 1=1 --"}, 400, "invalid_parameter", "to"),
+        ("/v1/ticks/EURUSD", {"from": "9" * 2000}, 400, "invalid_parameter", "from"),
+        (
+            "/v1/convert",
+            {"from": "EUR", "to": "USD", "amount": "-5"},
+            400,
+            "invalid_parameter",
+            "amount",
+        ),
+        (
+            "/v1/convert",
+            {"from": "EUR", "to": "USD", "amount": "nan"},
+            400,
+            "invalid_parameter",
+            "amount",
+        ),
+        ("/v1/convert", {"from": "EUR", "to": "USD"}, 400, "missing_parameter", "amount"),
+        (
+            "/v1/convert",
+            {"from": "XYZ", "to": "USD", "amount": "1"},
+            400,
+            "unknown_currency",
+            "from",
+        ),
+        (
+            "/v1/convert",
+            {"from": "EUR", "to": "EUR", "amount": "1"},
+            400,
+            "invalid_parameter",
+            "to",
+        ),
+        ("/v1/symbols", {"kind": "bond"}, 400, "invalid_parameter", "kind"),
+        ("/v1/nothing", {}, 404, "not_found", None),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    client: httpx.Client,
+    path: str,
+    params: dict[str, str],
+    status: int,
+    code: str,
+    param: str | None,
+) -> None:
+    """Every bad parameter answers a 4xx JSON error with a code and the parameter's name."""
+    assert_error(get(client, path, status, **params), code, param)
+
+
+def test_wrong_method_is_405(client: httpx.Client) -> None:
+    """A POST to a GET endpoint is a JSON 405."""
+    response = client.post("/v1/quotes")
+    assert response.status_code == 405
+    assert_error(response.json(), "method_not_allowed", None)
+
+
+def test_operations_endpoints(client: httpx.Client) -> None:
+    """/health, /ready and /metrics report the node; /metrics counts requests by route."""
+    health = get(client, "/health")
+    assert health["status"] == "ok" and health["offset"] > 0
+    assert get(client, "/ready")["ready"] is True
+    get(client, "/v1/symbols")
+    text = client.get("/metrics").text
+    assert 'tickwire_http_requests_total{method="GET",route="/v1/symbols",status="200"}' in text
+    assert "tickwire_journal_offset " in text and "tickwire_store_lag_ticks " in text
+
+
+def test_openapi_covers_every_route(client: httpx.Client) -> None:
+    """Every GET route of the application is in /openapi.json, and /docs serves Swagger UI."""
+    document = get(client, "/openapi.json")
+    paths = set(document["paths"])
+    for route in create_app(Settings()).routes:
+        if isinstance(route, Route) and route.path not in ("/openapi.json", "/docs"):
+            assert route.path in paths, route.path
+        assert isinstance(route, Route | Mount)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
