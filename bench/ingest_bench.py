@@ -70,7 +70,7 @@ def baseline_round(
 
 
 async def tickplant_round(
-    directory: Path, size: int, seconds: float, sync: SyncPolicy
+    directory: Path, size: int, seconds: float, sync: SyncPolicy, *, live: bool = True
 ) -> tuple[float, list[float]]:
     """Batches of ``size`` ticks through the tickplant, each awaited until durable."""
     journal, _ = Journal.open(directory / f"journal-{time.monotonic_ns()}", sync=sync)
@@ -80,9 +80,11 @@ async def tickplant_round(
         history=lambda after, n: journal.read(after, max_ticks=n),
         ring_ticks=1_000_000,
     )
-    live = LiveState()
     plant = Tickplant(
-        journal, bus, limits=CommitLimits(max_ticks=max(size, 1)), on_commit=live.apply
+        journal,
+        bus,
+        limits=CommitLimits(max_ticks=max(size, 1)),
+        on_commit=LiveState().apply if live else None,
     )
     plant.start()
     batches = [make_batch(size, 1_767_000_000_000_000_000 + i * size) for i in range(8)]
@@ -126,40 +128,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("TICKWIRE_BENCH_DIR")) as tmp:
         directory = Path(tmp)
         for size in sizes:
-            base_rates, plant_rates, base_lat, plant_lat = [], [], [], []
+            base_rates, full_rates, bare_rates, base_lat, full_lat = [], [], [], [], []
             for _ in range(rounds):
                 rate, lat = baseline_round(directory, size, seconds, sync is SyncPolicy.FSYNC)
                 base_rates.append(rate)
                 base_lat += lat
                 rate, lat = asyncio.run(tickplant_round(directory, size, seconds, sync))
-                plant_rates.append(rate)
-                plant_lat += lat
-            b, p = statistics.median(base_rates), statistics.median(plant_rates)
+                full_rates.append(rate)
+                full_lat += lat
+                rate, _ = asyncio.run(tickplant_round(directory, size, seconds, sync, live=False))
+                bare_rates.append(rate)
+            b = statistics.median(base_rates)
+            f, t = statistics.median(full_rates), statistics.median(bare_rates)
             rows.append(
                 (
                     size,
-                    p,
+                    f,
+                    t,
                     b,
-                    p / b,
-                    pct(plant_lat, 50),
-                    pct(plant_lat, 99),
+                    pct(full_lat, 50),
+                    pct(full_lat, 99),
                     pct(base_lat, 50),
                     pct(base_lat, 99),
                 )
             )
             print(
-                f"batch {size:>6}: tickplant {p:>12,.0f}/s  plain append {b:>12,.0f}/s", flush=True
+                f"batch {size:>6}: with live state {f:>12,.0f}/s  tickplant alone {t:>12,.0f}/s"
+                f"  plain append {b:>12,.0f}/s",
+                flush=True,
             )
     print(f"\nDurable ingest, sync={sync.value}, {rounds} round(s) x {seconds:g} s, median\n")
     print(
-        "| batch | tickplant ticks/s | plain append ticks/s | ratio | commit p50 / p99 ms "
-        "| append p50 / p99 ms |"
+        "| batch | tickplant + live state, ticks/s | tickplant alone | plain append "
+        "| ratio (+ live) | ratio (alone) | commit p50 / p99 ms | append p50 / p99 ms |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
-    for size, p, b, r, p50, p99, b50, b99 in rows:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, f, t, b, p50, p99, b50, b99 in rows:
         print(
-            f"| {size:,} | {p:,.0f} | {b:,.0f} | {r:.2f} | {p50:.2f} / {p99:.2f} "
-            f"| {b50:.2f} / {b99:.2f} |"
+            f"| {size:,} | {f:,.0f} | {t:,.0f} | {b:,.0f} | {f / b:.2f} | {t / b:.2f} "
+            f"| {p50:.2f} / {p99:.2f} | {b50:.2f} / {b99:.2f} |"
         )
 
 

@@ -34,9 +34,12 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.key = ""
 
     def start(self, *, wait_ready: bool = True) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.key:
+            self.key = self.create_key(f"tests-{self.port}", "--plan", "unlimited")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
@@ -67,6 +70,34 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server did not become ready:\n{self.log()}")
+
+    @property
+    def demo_key(self) -> str:
+        """The demo API key the server created in its data directory."""
+        return (self.data_dir / "demo-key.txt").read_text().strip()
+
+    def create_key(self, name: str, *args: str) -> str:
+        """A new API key from ``tickwire keys create`` (the key is its last stdout line)."""
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tickwire",
+                "keys",
+                "create",
+                "--name",
+                name,
+                "--data-dir",
+                str(self.data_dir),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
 
     def health(self) -> dict[str, Any]:
         response = httpx.get(f"{self.url}/health", timeout=5)

@@ -35,7 +35,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         "--store-flush-ms",
         "20",
     )
-    with server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        server,
+        httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": server.key}) as http,
+    ):
         yield http
 
 
@@ -321,3 +324,23 @@ def test_openapi_covers_every_route(client: httpx.Client) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
     assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_requests_need_a_valid_key(client: httpx.Client) -> None:
+    """Without a valid key the API answers 401 and reveals nothing; with one, limit headers."""
+    for headers in ({}, {"X-API-Key": "tw_not-a-key"}, {"Authorization": "Bearer nope"}):
+        response = httpx.get(f"{client.base_url}v1/quotes", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert "X-RateLimit-Limit" not in response.headers
+    response = client.get("/v1/quotes", params={"symbols": "EURUSD"})
+    assert response.status_code == 200
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
+        assert int(response.headers[name]) >= 0
+    key = client.headers["X-API-Key"]
+    by_query = httpx.get(f"{client.base_url}v1/symbols", params={"api_key": key})
+    by_bearer = httpx.get(
+        f"{client.base_url}v1/symbols", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert by_query.status_code == by_bearer.status_code == 200
+    assert httpx.get(f"{client.base_url}health").status_code == 200  # public

@@ -21,7 +21,7 @@ import uvicorn
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import ConfigError
+from .errors import ConfigError, TickwireError
 from .node import BackfillProgress
 
 __all__ = ["main"]
@@ -102,10 +102,18 @@ def serve(config_file: Path | None, **options: Any) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    from .access import FileKeyStore, RedactApiKeys, ensure_demo_key
     from .server.app import create_app
 
-    progress = _BackfillBar() if sys.stderr.isatty() else _BackfillLog()
-    app = create_app(settings, progress=progress)
+    logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        demo_key = ensure_demo_key(FileKeyStore(settings.data_dir / "keys.json"), settings.data_dir)
+        progress = _BackfillBar() if sys.stderr.isatty() else _BackfillLog()
+        app = create_app(settings, progress=progress)
+    except (TickwireError, OSError) as exc:
+        click.echo(f"tickwire: cannot start: {exc}", err=True)
+        sys.exit(2)
     server = _Server(
         uvicorn.Config(
             app,
@@ -117,6 +125,7 @@ def serve(config_file: Path | None, **options: Any) -> None:
             access_log=settings.log_level == "debug",
         ),
         settings,
+        demo_key,
     )
     server.run()
     progress.close()
@@ -127,9 +136,10 @@ def serve(config_file: Path | None, **options: Any) -> None:
 class _Server(uvicorn.Server):
     """uvicorn, plus a banner with the URLs once the socket is bound."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, demo_key: str | None) -> None:
         super().__init__(config)
         self.settings = settings
+        self.demo_key = demo_key
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGINT/SIGTERM: shut down cleanly and exit 0 (a second SIGINT forces the exit).
@@ -150,10 +160,21 @@ class _Server(uvicorn.Server):
             for sock in server.sockets:
                 port = sock.getsockname()[1]
         base = f"http://{self.settings.host}:{port}"
+        if self.demo_key:
+            key = f"api_key={self.demo_key}"
+            links = (
+                f"  demo key {self.demo_key}\n"
+                f"  quotes   {base}/v1/quotes?symbols=EURUSD,GBPUSD,USDJPY&{key}\n"
+                f"  bars     {base}/v1/bars/EURUSD?unit=hour&limit=24&{key}\n"
+                f"  TM live  {base}/api/v1/live?currency=EURUSD,GBPUSD&{key}\n"
+            )
+        else:
+            links = "  the demo key was revoked; create one: tickwire keys create --name NAME\n"
         click.echo(
             f"\ntickwire {__version__} serving the simulator from {self.settings.data_dir}\n"
-            f"  health   {base}/health\n"
-            f"  ready    {base}/ready\n",
+            f"{links}"
+            f"  API docs {base}/docs\n"
+            f"  health   {base}/health\n",
             err=True,
         )
 
@@ -202,6 +223,15 @@ class _BackfillLog:
 
     def close(self) -> None:
         pass
+
+
+def _register_subcommands() -> None:
+    from .access.cli import keys
+
+    cli.add_command(keys)
+
+
+_register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .bus.base import Bus
 from .errors import InvalidTickError, JournalUnavailableError
-from .journal import Journal, records
+from .journal import Journal
 from .model import JournaledBatch, TickBatch
 
 __all__ = ["CommitLimits", "Tickplant"]
@@ -210,8 +210,7 @@ class Tickplant:
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         batch = self._position(group)
-        payload = records.encode_ticks(batch)
-        append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch, payload))
+        append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch))
         # live-state work of the previous commit overlaps this commit's write and sync
         self._apply_deferred()
         try:

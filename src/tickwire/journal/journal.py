@@ -339,11 +339,8 @@ class Journal:
         self._segments.append(segment)
         self._segment_firsts.append(first)
 
-    def append(self, batch: JournaledBatch, payload: bytes | None = None) -> None:
-        """Write ``batch`` as one record, then sync per the policy; see the module guarantees.
-
-        ``payload`` may carry ``records.encode_ticks(batch)`` if the caller already has it.
-        """
+    def append(self, batch: JournaledBatch) -> None:
+        """Write ``batch`` as one record, then sync per the policy; see the module guarantees."""
         if self.closed:
             raise JournalUnavailableError("journal is closed")
         if batch.first_offset != self.last_offset + 1 or batch.epoch != self.epoch:
@@ -351,9 +348,7 @@ class Journal:
                 f"batch starts at {batch.epoch}:{batch.first_offset}, "
                 f"journal expects {self.epoch}:{self.last_offset + 1}"
             )
-        frame = records.encode_record(
-            payload if payload is not None else records.encode_ticks(batch)
-        )
+        frame = records.encode_ticks_record(batch)
         try:
             segment = self._segments[-1]
             if segment.record_offsets and segment.size + len(frame) > self.segment_bytes:

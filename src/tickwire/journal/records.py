@@ -29,6 +29,8 @@ import numpy.typing as npt
 
 from ..model import JournaledBatch
 
+Buffer = bytes | memoryview
+
 __all__ = [
     "HEADER_SIZE",
     "RECORD_HEADER",
@@ -41,6 +43,7 @@ __all__ = [
     "encode_record",
     "encode_segment_header",
     "encode_ticks",
+    "encode_ticks_record",
     "record_kind",
     "ticks_span",
 ]
@@ -95,23 +98,37 @@ def encode_record(payload: bytes | bytearray | memoryview) -> bytes:
     return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + bytes(payload)
 
 
-def encode_ticks(batch: JournaledBatch) -> bytes:
-    """The ``TICKS`` payload of a batch (not yet framed)."""
+def _ticks_parts(batch: JournaledBatch) -> list[Buffer]:
     names = b"".join(len(n).to_bytes(1, "little") + n.encode("ascii") for n in batch.symbols)
     head = _TICKS_HEAD.pack(TICKS, 0, len(batch.symbols), len(batch), batch.first_offset)
     pad = -(len(head) + len(names)) % 8
-    return b"".join(
-        (
-            head,
-            names,
-            b"\0" * pad,
-            batch.ts.astype("<i8", copy=False).tobytes(),
-            batch.bid.astype("<f8", copy=False).tobytes(),
-            batch.ask.astype("<f8", copy=False).tobytes(),
-            batch.seq.astype("<u8", copy=False).tobytes(),
-            batch.sym.astype("<u2", copy=False).tobytes(),
-        )
-    )
+    parts: list[Buffer] = [head, names, b"\0" * pad]
+    for column, dtype in (
+        (batch.ts, "<i8"),
+        (batch.bid, "<f8"),
+        (batch.ask, "<f8"),
+        (batch.seq, "<u8"),
+        (batch.sym, "<u2"),
+    ):
+        array = np.ascontiguousarray(column, dtype=dtype)
+        parts.append(memoryview(array.data).cast("B"))
+    return parts
+
+
+def encode_ticks(batch: JournaledBatch) -> bytes:
+    """The ``TICKS`` payload of a batch (not yet framed)."""
+    return b"".join(_ticks_parts(batch))
+
+
+def encode_ticks_record(batch: JournaledBatch) -> bytes:
+    """A framed ``TICKS`` record, built with a single copy of the columns."""
+    parts = _ticks_parts(batch)
+    crc = 0
+    length = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+        length += len(part)
+    return b"".join([RECORD_HEADER.pack(length, crc), *parts])
 
 
 def record_kind(payload: bytes | memoryview) -> int:

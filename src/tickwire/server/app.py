@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..access import access_middleware
 from ..api import native, openapi
 from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
@@ -85,7 +86,11 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             *native.routes,
             *openapi.routes(document),
         ],
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        # metrics outermost, so refused requests (401, 429) are counted too
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            access_middleware(settings.data_dir),
+        ],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,
