@@ -329,7 +329,7 @@ def test_openapi_covers_every_route(client: httpx.Client) -> None:
 def test_requests_need_a_valid_key(client: httpx.Client) -> None:
     """Without a valid key the API answers 401 and reveals nothing; with one, limit headers."""
     for headers in ({}, {"X-API-Key": "tw_not-a-key"}, {"Authorization": "Bearer nope"}):
-        response = httpx.get(f"{client.base_url}v1/quotes", headers=headers)
+        response = httpx.get(f"{client.base_url}/v1/quotes", headers=headers)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
         assert "X-RateLimit-Limit" not in response.headers
@@ -338,9 +338,9 @@ def test_requests_need_a_valid_key(client: httpx.Client) -> None:
     for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
         assert int(response.headers[name]) >= 0
     key = client.headers["X-API-Key"]
-    by_query = httpx.get(f"{client.base_url}v1/symbols", params={"api_key": key})
+    by_query = httpx.get(f"{client.base_url}/v1/symbols", params={"api_key": key})
     by_bearer = httpx.get(
-        f"{client.base_url}v1/symbols", headers={"Authorization": f"Bearer {key}"}
+        f"{client.base_url}/v1/symbols", headers={"Authorization": f"Bearer {key}"}
     )
     assert by_query.status_code == by_bearer.status_code == 200
-    assert httpx.get(f"{client.base_url}health").status_code == 200  # public
+    assert httpx.get(f"{client.base_url}/health").status_code == 200  # public
