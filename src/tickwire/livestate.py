@@ -8,7 +8,9 @@ A tick older than a symbol's forming bar (a late tick for a closed bar) leaves t
 alone; the store applies it to the closed bar.
 
 State lives in numpy arrays indexed by a per-symbol slot, so applying a batch costs a fixed
-number of vectorised operations whatever the number of symbols in it.
+number of vectorised operations whatever the number of symbols in it. Quotes are updated at
+once; forming bars are folded lazily, when read or when ``fold_every`` ticks are pending (a
+bound on the memory held), so under load many commits share one grouping.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ class _Forming:
 class LiveState:
     """Last quotes and forming bars, updated batch by batch (see the module docstring)."""
 
-    def __init__(self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS) -> None:
+    def __init__(
+        self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS, *, fold_every: int = 65_536
+    ) -> None:
         self.resolutions = tuple(resolutions)
         self.epoch = 0
         self.version = 0  # increases with every applied batch; a cheap cache key
@@ -74,6 +78,9 @@ class LiveState:
         self._q_epoch = np.zeros(capacity, dtype=np.int64)
         self._has_quote = np.zeros(capacity, dtype=bool)
         self._forming = {r: _Forming(capacity) for r in self.resolutions}
+        self._pending: list[tuple[npt.NDArray[np.intp], JournaledBatch]] = []
+        self._pending_ticks = 0
+        self.fold_every = fold_every
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -103,6 +110,7 @@ class LiveState:
 
     def forming(self, symbol: str, resolution: Resolution, side: PriceSide) -> Bar | None:
         """The forming bar of ``symbol`` at ``resolution``, or None before its first tick."""
+        self._fold()
         slot = self._slots.get(symbol)
         state = self._forming[resolution]
         if slot is None or state.start[slot] == _NO_BAR:
@@ -177,33 +185,55 @@ class LiveState:
         self._q_epoch[slots] = batch.epoch
         self._has_quote[slots] = True
 
-        offsets = batch.first_offset + np.arange(n, dtype=np.int64)
-        prices = (batch.bid, batch.ask, bars.mid(batch.bid, batch.ask))
+        # forming bars are folded lazily, many batches at a time (see _fold)
+        self._pending.append((local_slots[batch.sym], batch))
+        self._pending_ticks += n
+        if self._pending_ticks >= self.fold_every:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the pending batches into the forming bars with one grouping per resolution."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_ticks = self._pending, [], 0
+        if len(pending) == 1:
+            slots, batch = pending[0]
+            ts, bid, ask = batch.ts, batch.bid, batch.ask
+            offsets = batch.first_offset + np.arange(len(batch), dtype=np.int64)
+        else:
+            slots = np.concatenate([p[0] for p in pending])
+            ts = np.concatenate([p[1].ts for p in pending])
+            bid = np.concatenate([p[1].bid for p in pending])
+            ask = np.concatenate([p[1].ask for p in pending])
+            offsets = np.concatenate(
+                [b.first_offset + np.arange(len(b), dtype=np.int64) for _, b in pending]
+            )
+        prices = (bid, ask, bars.mid(bid, ask))
         for resolution in self.resolutions:
             self._apply_resolution(
-                self._forming[resolution], resolution, batch, offsets, prices, local_slots
+                self._forming[resolution], resolution, ts, offsets, prices, slots
             )
 
     @staticmethod
     def _apply_resolution(
         state: _Forming,
         resolution: Resolution,
-        batch: JournaledBatch,
+        ts: I64,
         offsets: I64,
         prices: tuple[F64, F64, F64],
-        local_slots: npt.NDArray[np.intp],
+        tick_slots: npt.NDArray[np.intp],
     ) -> None:
-        grouping = bars.group(batch.ts, offsets, bucket_starts(batch.ts, resolution), by=batch.sym)
+        grouping = bars.group(ts, offsets, bucket_starts(ts, resolution), by=tick_slots)
         assert grouping.by is not None
         by = grouping.by
         # only the latest bar of each symbol in the batch can be the forming one
         is_last = np.ones(len(grouping), dtype=bool)
         is_last[:-1] = by[1:] != by[:-1]
         g = np.flatnonzero(is_last)
-        slots = local_slots[by[g].astype(np.intp)]
+        slots = by[g].astype(np.intp)
         start = grouping.start[g]
         oi, ci = grouping.open_index[g], grouping.close_index[g]
-        open_ts, close_ts = batch.ts[oi], batch.ts[ci]
+        open_ts, close_ts = ts[oi], ts[ci]
         open_off, close_off = offsets[oi], offsets[ci]
         sides = [bars.ohlc(grouping, p) for p in prices]
         new = np.stack(
