@@ -303,6 +303,34 @@ def _native_paths() -> dict[str, Any]:
             _answers(_ref("Symbol"), 404),
             tag,
         ),
+        "/v1/sse": _get(
+            "Server-Sent Events stream of ticks or conflated quotes (resumable)",
+            [
+                _param(
+                    "symbols",
+                    f"Comma-separated symbols (at most {MAX_SYMBOLS}); all when absent.",
+                    {"type": "string", "maxLength": 1024},
+                ),
+                _param(
+                    "channel",
+                    "ticks (lossless) or quotes (conflated).",
+                    {"type": "string", "enum": ["ticks", "quotes"]},
+                ),
+                _param(
+                    "from",
+                    "Resume after EPOCH:OFFSET (or send Last-Event-ID).",
+                    {"type": "string", "maxLength": 64},
+                ),
+            ],
+            {
+                "200": {
+                    "description": "An event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **{k: v for k, v in _answers({}, 400, 403).items() if k != "200"},
+            },
+            tag,
+        ),
         "/v1/market": _get(
             "Market status: open now, next open, next close", [], _answers({"type": "object"}), tag
         ),

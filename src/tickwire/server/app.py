@@ -24,6 +24,7 @@ from ..api import native, openapi
 from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
+from ..gateway import sse
 from ..node import Node, ProgressCallback
 from .responses import JSONResponse
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             *native.routes,
+            *sse.routes,
             *openapi.routes(document),
         ],
         # metrics outermost, so refused requests (401, 429) are counted too

@@ -1,0 +1,1 @@
+"""Gateways: the streaming surfaces (Server-Sent Events; the WebSocket gateway)."""

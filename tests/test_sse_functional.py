@@ -1,0 +1,97 @@
+"""Server-Sent Events against a real server: batches with positions, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .serverproc import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real server ticking steadily."""
+    data: Path = tmp_path_factory.mktemp("sse") / "data"
+    with ServerProcess(
+        data, "--backfill-days", "0", "--no-weekend-closed", "--load-rate", "500", "--sync", "none"
+    ) as proc:
+        yield proc
+
+
+def read_events(server: ServerProcess, count: int, **params: str) -> list[tuple[str, str, Any]]:
+    """Read ``count`` tick events (kind, id, data) from /v1/sse."""
+    headers = {"X-API-Key": server.key}
+    if "last_event_id" in params:
+        headers["Last-Event-ID"] = params.pop("last_event_id")
+    events: list[tuple[str, str, Any]] = []
+    with httpx.stream(
+        "GET", f"{server.url}/v1/sse", params=params, headers=headers, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind, event_id = "", ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                events.append((kind, event_id, json.loads(line[6:])))
+                kind, event_id = "", ""
+                if sum(1 for e in events if e[0] in ("ticks", "resume")) >= count:
+                    break
+    return events
+
+
+def test_ticks_carry_positions_and_resume_without_gap(server: ServerProcess) -> None:
+    """Two consecutive sessions joined by Last-Event-ID give every seq exactly once."""
+    first = [e for e in read_events(server, 5, symbols="EURUSD,GBPUSD") if e[0] == "ticks"]
+    last_id = first[-1][1]
+    second = [
+        e
+        for e in read_events(server, 5, symbols="EURUSD,GBPUSD", last_event_id=last_id)
+        if e[0] == "ticks"
+    ]
+    ticks = [t for _, _, data in first + second for t in data["ticks"]]
+    assert {t["s"] for t in ticks} <= {"EURUSD", "GBPUSD"}
+    offsets = [t["o"] for t in ticks]
+    assert offsets == sorted(set(offsets))
+    for symbol in ("EURUSD", "GBPUSD"):
+        seqs = [t["q"] for t in ticks if t["s"] == symbol]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    epoch, offset = map(int, last_id.split(":"))
+    assert second[0][2]["ticks"][0]["o"] > offset and all(t["e"] == epoch for t in ticks)
+
+
+def test_quotes_channel_conflates(server: ServerProcess) -> None:
+    """The quotes channel sends at most one tick per symbol per event."""
+    for _, _, data in [e for e in read_events(server, 5, channel="quotes") if e[0] == "ticks"]:
+        symbols = [t["s"] for t in data["ticks"]]
+        assert len(symbols) == len(set(symbols))
+
+
+def test_bad_positions_get_an_explicit_answer(server: ServerProcess) -> None:
+    """A position from another epoch or ahead of the stream gets a resume event, then ends."""
+    epoch = server.health()["epoch"]
+    for position, status in (
+        (f"{epoch - 1}:10", "epoch_changed"),
+        (f"{epoch}:10000000000", "ahead"),
+    ):
+        events = read_events(server, 1, symbols="EURUSD", **{"from": position})
+        assert events[-1][0] == "resume" and events[-1][2]["status"] == status
+
+
+def test_bad_input_is_rejected(server: ServerProcess) -> None:
+    """Malformed positions and unknown symbols are 400s before any stream starts."""
+    headers = {"X-API-Key": server.key}
+    for params in ({"from": "yesterday"}, {"symbols": "NOPE"}, {"channel": "bars"}):
+        response = httpx.get(f"{server.url}/v1/sse", params=params, headers=headers)
+        assert response.status_code == 400, response.text
+    assert httpx.get(f"{server.url}/v1/sse").status_code == 401
