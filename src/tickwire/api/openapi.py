@@ -337,6 +337,94 @@ def _native_paths() -> dict[str, Any]:
     }
 
 
+def _tradermade_paths() -> dict[str, Any]:
+    """The TraderMade-compatible operations (shapes in docs/tradermade-compat.md)."""
+    tag = "tradermade"
+    text = {"type": "string", "maxLength": 256}
+    any_json = {
+        "200": {
+            "description": "OK (TraderMade shapes; errors may be inside)",
+            "content": {"application/json": {"schema": {}}},
+        }
+    }
+    for status in (400, 401, 403, 429):
+        any_json[str(status)] = {
+            "description": "TraderMade-style error",
+            "content": {"application/json": {"schema": {}}},
+        }
+    currency = _param("currency", "Pair code(s), comma-separated where allowed.", text)
+    fmt = _param(
+        "format",
+        "Output format.",
+        {"type": "string", "enum": ["json", "records", "csv", "index", "columns", "split"]},
+    )
+
+    def op(summary: str, *params: dict[str, Any]) -> Any:
+        return _get(summary, list(params), any_json, tag)
+
+    tick_path = [
+        _param("symbol", "Pair code.", {"type": "string", "maxLength": 16}, where="path"),
+        _param(
+            "start", "YYYY-MM-DD HH:MM (UTC).", {"type": "string", "maxLength": 32}, where="path"
+        ),
+        _param("end", "YYYY-MM-DD HH:MM (UTC).", {"type": "string", "maxLength": 32}, where="path"),
+        fmt,
+    ]
+    paths = {
+        "/api/v1/live": op("Live quotes", {**currency, "required": True}),
+        "/api/v1/historical": op(
+            "Daily OHLC for one date (22:00 cut)",
+            _param("date", "YYYY-MM-DD", text, required=True),
+            currency,
+        ),
+        "/api/v1/minute_historical": op(
+            "One minute bar", currency, _param("date_time", "YYYY-MM-DD-HH:MM", text, required=True)
+        ),
+        "/api/v1/hour_historical": op(
+            "One hour bar", currency, _param("date_time", "YYYY-MM-DD-HH:MM", text, required=True)
+        ),
+        "/api/v1/timeseries": op(
+            "Bars over a range",
+            currency,
+            _param("start_date", "YYYY-MM-DD or YYYY-MM-DD-HH:MM", text, required=True),
+            _param("end_date", "YYYY-MM-DD or YYYY-MM-DD-HH:MM", text, required=True),
+            _param("interval", "daily, hourly or minute", text),
+            _param("period", "Bar multiple (tolerated when it does not fit).", text),
+            fmt,
+            _param("weekend", "Include weekend bars (crypto).", text),
+        ),
+        "/api/v1/pandasDF": op(
+            "Daily bars shaped for pandas",
+            currency,
+            _param("start_date", "YYYY-MM-DD", text, required=True),
+            _param("end_date", "YYYY-MM-DD", text, required=True),
+            fmt,
+            _param("fields", "ohlc or close", text),
+        ),
+        "/api/v1/convert": op(
+            "Convert an amount at the live rate",
+            _param("from", "Currency code.", text, required=True),
+            _param("to", "Currency code.", text, required=True),
+            _param("amount", "Amount.", text, required=True),
+        ),
+        "/api/v1/tick_historical/{symbol}/{start}/{end}": op("Raw ticks", *tick_path),
+        "/api/v1/tick_historical_sample/{symbol}/{start}/{end}": op(
+            "Raw ticks (sample window)", *tick_path
+        ),
+    }
+    for name in (
+        "live_currencies_list",
+        "live_crypto_list",
+        "historical_currencies_list",
+        "cfd_list",
+        "streaming_currencies_list",
+        "market_open_status",
+        "market_opening_times",
+    ):
+        paths[f"/api/v1/{name}"] = op(name.replace("_", " ").capitalize())
+    return paths
+
+
 def _ops_paths() -> dict[str, Any]:
     plain = {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}}}
     return {
@@ -386,7 +474,12 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
         },
         "servers": [{"url": "/"}],
         "security": [{"apiKeyQuery": []}, {"apiKeyHeader": []}, {"bearer": []}],
-        "paths": {**_native_paths(), **(extra_paths or {}), **_ops_paths()},
+        "paths": {
+            **_native_paths(),
+            **_tradermade_paths(),
+            **(extra_paths or {}),
+            **_ops_paths(),
+        },
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

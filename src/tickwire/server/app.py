@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..access import access_middleware
-from ..api import native, openapi
+from ..api import native, openapi, tradermade
 from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
@@ -84,12 +84,14 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
+            *tradermade.routes,  # first: /api/v1/live is the hot path
             *native.routes,
             *sse.routes,
             *openapi.routes(document),
         ],
         # metrics outermost, so refused requests (401, 429) are counted too
         middleware=[
+            Middleware(tradermade.DoubleSlashMiddleware),  # //api/v1/... as in TraderMade's docs
             Middleware(MetricsMiddleware, metrics=metrics),
             access_middleware(settings.data_dir),
         ],
