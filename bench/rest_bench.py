@@ -67,7 +67,7 @@ def wait_http(url: str, timeout: float = 120) -> None:
 def wrk(url: str, seconds: float, connections: int, threads: int = 1) -> dict[str, float]:
     """Run wrk; return req/s and latency percentiles in ms."""
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
