@@ -172,7 +172,7 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """Backfill done and the store caught up to within a second of ticks."""
+        """Backfill done (its ticks are in the store) and the journal accepts writes."""
         return self.backfill is not None and self.backfill.done and self.tickplant.failure is None
 
     def health(self) -> dict[str, Any]:
@@ -287,6 +287,8 @@ class Node:
             if progress:
                 progress(state)
         await self.tickplant.flush()
+        # history must be queryable before the node calls itself ready
+        await self.writer.wait_caught_up(self.journal.last_offset)
         state.reached, state.done = now, True
         if progress:
             progress(state)
