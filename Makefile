@@ -35,10 +35,10 @@ tests: $(STAMP)
 test: lint types tests
 
 bench: $(STAMP)
-	$(BIN)/python -m bench all
+	$(BIN)/python -m bench.ingest_bench && $(BIN)/python -m bench.store_bench && $(BIN)/python -m bench.rest_bench
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench all --quick
+	$(BIN)/python -m bench.ingest_bench --quick && $(BIN)/python -m bench.store_bench --quick && $(BIN)/python -m bench.rest_bench --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
