@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,3 +345,21 @@ def test_requests_need_a_valid_key(client: httpx.Client) -> None:
     )
     assert by_query.status_code == by_bearer.status_code == 200
     assert httpx.get(f"{client.base_url}/health").status_code == 200  # public
+
+
+def test_oversized_requests_are_refused(client: httpx.Client) -> None:
+    """Long URLs are a JSON 414 (a 4xx from the HTTP parser beyond its own limit), large bodies a
+    JSON 413; the server keeps serving."""
+    host, port = client.base_url.host, client.base_url.port
+    assert port is not None
+    for size, expected in ((20_000, b" 414 "), (1_000_000, b" 400 ")):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/quotes?x=" + b"a" * size + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = sock.recv(65536)
+        assert expected in head.split(b"\r\n")[0], head[:200]
+        if expected == b" 414 ":
+            assert b"uri_too_long" in head
+    response = client.request("GET", "/v1/symbols", content=b"x" * 100_000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert client.get("/v1/symbols").status_code == 200

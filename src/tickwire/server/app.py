@@ -26,6 +26,7 @@ from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
 from ..gateway import sse
 from ..node import Node, ProgressCallback
+from .limits import RequestLimits
 from .responses import JSONResponse
 
 __all__ = ["create_app"]
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
         ],
         # metrics outermost, so refused requests (401, 429) are counted too
         middleware=[
+            Middleware(RequestLimits),
             Middleware(tradermade.DoubleSlashMiddleware),  # //api/v1/... as in TraderMade's docs
             Middleware(MetricsMiddleware, metrics=metrics),
             access_middleware(settings.data_dir),
