@@ -1,0 +1,113 @@
+"""The sans-I/O core of the native stream protocol (see ``docs/protocol.md``).
+
+No sockets, no event loop, no clock: the gateway's asyncio shell feeds a :class:`NativeSession`
+client messages, timer ticks and fan-out events, writes what :meth:`NativeSession.outgoing`
+returns and performs what :meth:`NativeSession.actions` returns. The fan-out encodes each tick
+once per encoding with :func:`encode_ticks_json` / :func:`encode_ticks_msgpack` and splices
+per-connection frames with :func:`frame_ticks_json` / :func:`frame_ticks_msgpack`.
+
+Modules: :mod:`.messages` (the wire schema), :mod:`.encoding` (the hot path),
+:mod:`.conflation` (the quotes channel) and :mod:`.session` (the state machine).
+"""
+
+from .conflation import QuoteConflator
+from .encoding import (
+    CODECS,
+    Codec,
+    Piece,
+    encode_bar_json,
+    encode_bar_msgpack,
+    encode_quotes_json,
+    encode_quotes_msgpack,
+    encode_ticks_json,
+    encode_ticks_msgpack,
+    frame_quotes_json,
+    frame_quotes_msgpack,
+    frame_ticks_json,
+    frame_ticks_msgpack,
+    wire_quote,
+    wire_ticks,
+)
+from .messages import (
+    PROTOCOL_VERSION,
+    BarState,
+    Channel,
+    ClientMessage,
+    CloseCode,
+    Encoding,
+    ErrorCode,
+    Interval,
+    RefusalReason,
+    ResumeStatus,
+    ServerMessage,
+    SymbolStatus,
+    WireBar,
+    WireTick,
+    decode_client_message,
+    decode_server_message,
+)
+from .session import (
+    Action,
+    Authenticate,
+    Close,
+    Flow,
+    NativeSession,
+    Outgoing,
+    Refusal,
+    SendPing,
+    SessionLimits,
+    SessionState,
+    StreamState,
+    Subscribe,
+    Unsubscribe,
+    admit,
+)
+
+__all__ = [
+    "CODECS",
+    "PROTOCOL_VERSION",
+    "Action",
+    "Authenticate",
+    "BarState",
+    "Channel",
+    "ClientMessage",
+    "Close",
+    "CloseCode",
+    "Codec",
+    "Encoding",
+    "ErrorCode",
+    "Flow",
+    "Interval",
+    "NativeSession",
+    "Outgoing",
+    "Piece",
+    "QuoteConflator",
+    "Refusal",
+    "RefusalReason",
+    "ResumeStatus",
+    "SendPing",
+    "ServerMessage",
+    "SessionLimits",
+    "SessionState",
+    "StreamState",
+    "Subscribe",
+    "SymbolStatus",
+    "Unsubscribe",
+    "WireBar",
+    "WireTick",
+    "admit",
+    "decode_client_message",
+    "decode_server_message",
+    "encode_bar_json",
+    "encode_bar_msgpack",
+    "encode_quotes_json",
+    "encode_quotes_msgpack",
+    "encode_ticks_json",
+    "encode_ticks_msgpack",
+    "frame_quotes_json",
+    "frame_quotes_msgpack",
+    "frame_ticks_json",
+    "frame_ticks_msgpack",
+    "wire_quote",
+    "wire_ticks",
+]
