@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Interface to listen on."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8000
     """TCP port (0 picks a free one)."""
+    stream_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8001
+    """WebSocket stream port (native /v1/stream and the TraderMade streams; 0 picks one)."""
     data_dir: Path = Path("./data")
     """Directory for the journal, the store and the keys."""
     seed: int = 7

@@ -378,6 +378,7 @@ def access_middleware(
     *,
     error_renderers: Sequence[tuple[str, ErrorRenderer]] = (("/api/v1/", tradermade_error),),
     cost: Callable[[str], int] | None = tradermade_cost,
+    keys: KeyStore | None = None,
     **options: Any,
 ) -> Middleware:
     """The middleware for a server: keys in ``<data_dir>/keys.json``, usage in ``usage.json``.
@@ -387,7 +388,7 @@ def access_middleware(
     """
     return Middleware(
         AccessMiddleware,
-        keys=FileKeyStore(Path(data_dir) / KEYS_FILE),
+        keys=keys if keys is not None else FileKeyStore(Path(data_dir) / KEYS_FILE),
         limiter=MemoryRateLimiter(usage_path=Path(data_dir) / USAGE_FILE),
         error_renderers=error_renderers,
         cost=cost,

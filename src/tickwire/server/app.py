@@ -19,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..access import access_middleware
+from ..access import FileKeyStore, access_middleware
+from ..access.keys import KEYS_FILE
 from ..api import native, openapi, tradermade
 from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
 from ..gateway import sse
+from ..gateway.ws import Gateway
 from ..node import Node, ProgressCallback
 from .limits import RequestLimits
 from .responses import JSONResponse
@@ -70,13 +72,24 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
     holder: dict[str, Node] = {}
     metrics = Metrics(lambda: holder.get("node"))
 
+    keys = FileKeyStore(settings.data_dir / KEYS_FILE)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         node = await Node.start(settings, progress=progress)
         app.state.node = holder["node"] = node
+        gateway = Gateway(node, keys)
+        try:
+            app.state.stream_port = await gateway.start(settings.host, settings.stream_port)
+        except BaseException:
+            await node.stop()
+            raise
+        app.state.gateway = gateway
+        log.info("stream gateway on ws://%s:%d/v1/stream", settings.host, app.state.stream_port)
         try:
             yield
         finally:
+            await gateway.stop()
             await node.stop()
 
     document = openapi.openapi_document()
@@ -95,7 +108,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             Middleware(RequestLimits),
             Middleware(tradermade.DoubleSlashMiddleware),  # //api/v1/... as in TraderMade's docs
             Middleware(MetricsMiddleware, metrics=metrics),
-            access_middleware(settings.data_dir),
+            access_middleware(settings.data_dir, keys=keys),
         ],
         exception_handlers={
             ApiError: handle_api_error,
