@@ -29,7 +29,9 @@ class ServerProcess:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.stream_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.stream_port}"
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -49,6 +51,8 @@ class ServerProcess:
                 "serve",
                 "--port",
                 str(self.port),
+                "--stream-port",
+                str(self.stream_port),
                 "--data-dir",
                 str(self.data_dir),
                 *self.args,

@@ -14,8 +14,9 @@ Guarantees:
 * Prices agree with REST ``/live``: a catalogue pair streams its journaled bid and ask and a mid
   rounded to its decimals + 1; an inverse pair streams ``1/ask`` and ``1/bid`` (as
   :func:`tickwire.rates.derive_quote` derives them) rounded to 6 significant digits.
-* Each tick is encoded at most once per format while its batch is cached, whatever the number
-  of connections that receive it; the cache holds at most ``max_bytes`` of frames.
+* Each tick is encoded at most once per streamed symbol and format while its batch is cached,
+  whatever the number of connections that receive it; the cache holds at most ``max_bytes``
+  of frames.
 """
 
 from __future__ import annotations

@@ -95,8 +95,6 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     """The server is shutting down."""
-    POLICY = 1008
-    """Over the inbound message rate, repeatedly."""
     TOO_BIG = 1009
     """A message larger than ``max_message_bytes``."""
     INTERNAL_ERROR = 1011
@@ -257,7 +255,7 @@ class TraderMadeSession:
             return
         try:
             message = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
             self._reject("invalid JSON")
             return
         if not isinstance(message, dict):

@@ -1,14 +1,17 @@
 """TraderMade-compatible WebSocket streams on picows: legacy ``/feedadv`` and V2 ``/feedAdv``.
 
-The gateway's picows listener factory hands every upgrade request to
-:func:`tradermade_listener` first; it answers the two TraderMade paths and returns None for
-any other path::
+:func:`tradermade_listener` answers the two TraderMade paths and returns None for any other
+path, so it plugs into the gateway (:class:`tickwire.gateway.ws.Gateway`) as an extra route,
+sharing the gateway's :class:`~.connections.ConnectionCounter`::
 
-    connections = ConnectionCounter()  # one, shared by every stream surface
+    counter = ConnectionCounter()
+    tradermade = functools.partial(
+        tradermade_listener, node=node, keys=keys, connections=counter
+    )
+    gateway = Gateway(node, keys, counter=counter, extra_routes=[tradermade])
 
-    def factory(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
-        listener = tradermade_listener(request, node=node, keys=keys, connections=connections)
-        return listener if listener is not None else native_listener(request)
+The gateway's server must reply to pings itself or leave them to the listeners (this one
+answers a PING it is given with a PONG).
 
 The protocol is in :mod:`.tradermade_session` (sans-I/O) and the frames in
 :mod:`.tradermade_frames`; this module only moves bytes and runs timers. What each client gets
@@ -54,6 +57,7 @@ from ..access.keys import KeyStore
 from ..bus.base import Subscription
 from ..errors import JournalUnavailableError, PositionUnavailableError
 from ..node import Node
+from .connections import ConnectionCounter
 from .tradermade_frames import DEFAULT_CACHE_BYTES, FrameCache, select_frames
 from .tradermade_session import CloseCode, Dialect, SessionLimits, TraderMadeSession
 
@@ -63,6 +67,7 @@ __all__ = [
     "ConnectionCounter",
     "TraderMadeLimits",
     "TraderMadeListener",
+    "close_all",
     "frame_cache",
     "tradermade_listener",
 ]
@@ -72,46 +77,6 @@ log = logging.getLogger("tickwire.gateway.tradermade")
 PATHS: Final = {"/feedadv": Dialect.LEGACY, "/feedAdv": Dialect.V2}
 """The served paths and the dialect each assumes until the client's first message decides."""
 MAX_CLOSE_REASON: Final = 123  # bytes: a close frame's payload is at most 125, with the code
-
-
-class ConnectionCounter:
-    """Open stream connections per key id: one instance shared by every stream surface.
-
-    Guarantees: a key never holds more than the ``limit`` it acquires with; ids with no open
-    connection are forgotten, so the table holds only keys with open connections. Not
-    thread-safe: use it from the event loop.
-    """
-
-    def __init__(self) -> None:
-        self._open: dict[str, int] = {}
-
-    def acquire(self, key_id: str, limit: int) -> bool:
-        """Take a connection for ``key_id`` if it has fewer than ``limit`` open; True if taken."""
-        count = self._open.get(key_id, 0)
-        if count >= limit:
-            return False
-        self._open[key_id] = count + 1
-        return True
-
-    def release(self, key_id: str) -> None:
-        """Give back one connection of ``key_id`` (a release without an acquire is ignored)."""
-        count = self._open.get(key_id, 0)
-        if count <= 1:
-            self._open.pop(key_id, None)
-        else:
-            self._open[key_id] = count - 1
-
-    def count(self, key_id: str) -> int:
-        """Connections ``key_id`` has open."""
-        return self._open.get(key_id, 0)
-
-    @property
-    def total(self) -> int:
-        """Connections open over all keys."""
-        return sum(self._open.values())
-
-    def __repr__(self) -> str:
-        return f"ConnectionCounter(keys={len(self._open)}, total={self.total})"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -140,16 +105,41 @@ class TraderMadeLimits:
 
 DEFAULT_LIMITS: Final = TraderMadeLimits()
 
-_caches: weakref.WeakKeyDictionary[Node, FrameCache] = weakref.WeakKeyDictionary()
+
+class _NodeStreams:
+    """What the TraderMade connections of one node share: the frame cache, and who is open."""
+
+    def __init__(self, cache: FrameCache) -> None:
+        self.cache = cache
+        self.open: set[TraderMadeListener] = set()
+
+
+_nodes: weakref.WeakKeyDictionary[Node, _NodeStreams] = weakref.WeakKeyDictionary()
 _ids = itertools.count(1)
+
+
+def _streams(node: Node, max_bytes: int = DEFAULT_CACHE_BYTES) -> _NodeStreams:
+    streams = _nodes.get(node)
+    if streams is None:
+        streams = _nodes[node] = _NodeStreams(FrameCache(max_bytes=max_bytes))
+    return streams
 
 
 def frame_cache(node: Node, *, max_bytes: int = DEFAULT_CACHE_BYTES) -> FrameCache:
     """The frame cache shared by every TraderMade connection of ``node`` (made on first use)."""
-    cache = _caches.get(node)
-    if cache is None:
-        cache = _caches[node] = FrameCache(max_bytes=max_bytes)
-    return cache
+    return _streams(node, max_bytes).cache
+
+
+def close_all(node: Node, reason: str = "server shutting down") -> int:
+    """Close every open TraderMade connection of ``node`` with 1001; return how many.
+
+    For the gateway's shutdown: each gets a close frame and is aborted after its
+    ``close_timeout`` if it does not answer.
+    """
+    listeners = list(_streams(node).open)
+    for listener in listeners:
+        listener.close(CloseCode.GOING_AWAY, reason)
+    return len(listeners)
 
 
 def _dialect(path: bytes) -> Dialect | None:
@@ -207,7 +197,8 @@ class TraderMadeListener(WSListener):
         self.frames_sent = 0
         """Tick frames written (control frames not counted)."""
         self._node = node
-        self._cache = frame_cache(node, max_bytes=limits.cache_bytes)
+        self._streams = _streams(node, limits.cache_bytes)
+        self._cache = self._streams.cache
         self._transport: WSTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub: Subscription | None = None
@@ -220,10 +211,16 @@ class TraderMadeListener(WSListener):
     def __repr__(self) -> str:
         return f"TraderMadeListener(id={self.id}, dialect={self.session.dialect})"
 
+    @property
+    def transport(self) -> WSTransport | None:
+        """The connection's transport once connected (for metrics and tests)."""
+        return self._transport
+
     # -- picows callbacks -----------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        self._streams.open.add(self)
         self._loop = loop = asyncio.get_running_loop()
         self._login_timer = loop.call_later(self.limits.login_timeout, self._login_expired)
         log.debug("tradermade #%d: connected", self.id)
@@ -245,6 +242,7 @@ class TraderMadeListener(WSListener):
         if self._pump_task is not None:
             self._pump_task.cancel()
         self.session.finish()
+        self._streams.open.discard(self)
         log.debug("tradermade #%d: disconnected after %d ticks", self.id, self.frames_sent)
 
     # -- frames in ------------------------------------------------------------------------------
@@ -358,6 +356,10 @@ class TraderMadeListener(WSListener):
                 await sub.aclose()
 
     # -- closing --------------------------------------------------------------------------------
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the connection: a close frame now, an abort after ``close_timeout``."""
+        self._close(code, reason)
 
     def _close(self, code: CloseCode, reason: str) -> None:
         """Send a close frame, stop the tick task, and abort after ``close_timeout``."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -63,6 +64,8 @@ log = logging.getLogger("tickwire.gateway")
 DEFAULT_FLUSH_INTERVAL = 0.002
 REPLAY_CHUNK_TICKS = 20_000
 TIMER_INTERVAL = 0.1
+CLOSE_GRACE_SECONDS = 10.0
+KERNEL_SEND_BUFFER_BYTES = 256 * 1024
 ExtraRoute = Callable[[WSUpgradeRequest], Any]
 
 
@@ -98,6 +101,11 @@ class _Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None:
+            # bound what the kernel holds for a slow reader too (it doubles the value)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER_BYTES)
         self.gateway.connections.add(self)
         if self.key is not None:
             self._authenticate(self.key)
@@ -196,9 +204,14 @@ class _Connection(WSListener):
         transport = self.transport
         if transport is None or transport.is_disconnected:
             return
+        if code >= 4000:
+            log.info("session %s: closing %d: %s", self.session.id, code, reason)
         payload = struct.pack("!H", code) + reason.encode()[:120]
         transport.send(WSMsgType.CLOSE, payload)
-        transport.disconnect(graceful=True)
+        # the closing handshake: the peer answers our close frame (after reading everything
+        # before it) and on_ws_frame disconnects; a peer that never reads is aborted after a
+        # grace period, so its buffers are freed
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, _abort_if_connected, transport)
 
 
 class Gateway:
@@ -473,3 +486,8 @@ class Gateway:
                     if due:
                         conn.send(conn.codec.frame_quotes(due))
                 conn.pump()
+
+
+def _abort_if_connected(transport: WSTransport) -> None:
+    if not transport.is_disconnected:
+        transport.disconnect(graceful=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,6 +27,8 @@ from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
 from ..gateway import sse
+from ..gateway.connections import ConnectionCounter
+from ..gateway.tradermade_stream import close_all, tradermade_listener
 from ..gateway.ws import Gateway
 from ..node import Node, ProgressCallback
 from .limits import RequestLimits
@@ -78,7 +81,13 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         node = await Node.start(settings, progress=progress)
         app.state.node = holder["node"] = node
-        gateway = Gateway(node, keys)
+        counter = ConnectionCounter()  # one per-key connection count for every stream surface
+        gateway = Gateway(
+            node,
+            keys,
+            counter=counter,
+            extra_routes=[partial(tradermade_listener, node=node, keys=keys, connections=counter)],
+        )
         try:
             app.state.stream_port = await gateway.start(settings.host, settings.stream_port)
         except BaseException:
@@ -89,6 +98,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
         try:
             yield
         finally:
+            close_all(node)
             await gateway.stop()
             await node.stop()
 
