@@ -398,3 +398,61 @@ async def test_resume_across_a_sigkill_of_the_server(tmp_path: Path) -> None:
     assert [m["status"] for m in other if m["type"] == "resume"][:1] == ["replaying"]
     assert_contiguous(first + second)
     assert second[0]["o"] > max(t["o"] for t in first)
+
+
+async def test_streamed_bars_agree_with_rest_bars(server: ServerProcess) -> None:
+    """Closed 1 s bars from the stream equal the REST bars over the same range, side by side."""
+    import httpx
+
+    closed: list[dict[str, Any]] = []
+    forming = 0
+    async with websockets.connect(url(server)) as ws:
+        await recv_json(ws)
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "id": 1,
+                    "channel": "bars",
+                    "symbols": ["EURUSD"],
+                    "interval": "1s",
+                    "side": "bid",
+                }
+            )
+        )
+        while len(closed) < 4:
+            message = await recv_json(ws)
+            if message["type"] == "bar":
+                assert message["s"] == "EURUSD" and message["i"] == "1s"
+                if message["state"] == "closed":
+                    closed.append(message)
+                else:
+                    forming += 1
+    assert forming > 0
+    starts = [b["t"] for b in closed]
+    assert starts == sorted(set(starts))
+    closed = closed[1:]  # the first closed bar may predate the subscription's first flush
+    params = {
+        "unit": "second",
+        "side": "bid",
+        "from": str(closed[0]["t"] // 10**6),
+        "to": str(closed[-1]["t"] // 10**6 + 1000),
+    }
+    deadline = time.monotonic() + 10
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": server.key}) as http:
+        while True:
+            response = await http.get("/v1/bars/EURUSD", params=params)
+            rest = {b["ts"]: b for b in response.json()["bars"]}
+            if all(b["t"] in rest and rest[b["t"]]["ticks"] == b["n"] for b in closed):
+                break
+            assert time.monotonic() < deadline, (closed, rest)
+            await asyncio.sleep(0.2)
+    for bar in closed:
+        stored = rest[bar["t"]]
+        assert (bar["o"], bar["h"], bar["l"], bar["c"], bar["n"]) == (
+            stored["open"],
+            stored["high"],
+            stored["low"],
+            stored["close"],
+            stored["ticks"],
+        )

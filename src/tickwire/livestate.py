@@ -120,6 +120,26 @@ class LiveState:
             symbol, int(state.start[slot]), o, h, low, c, int(state.ticks[slot]), complete=False
         )
 
+    def forming_state(
+        self, symbol: str, resolution: Resolution
+    ) -> tuple[int, tuple[int, int], tuple[int, int], list[list[float]], int] | None:
+        """The forming bar with its keys: ``(start, open_key, close_key, ohlc, ticks)``.
+
+        ``ohlc`` is ``[[o, h, l, c]]`` for bid, ask and mid; keys are ``(ts, offset)``.
+        """
+        self._fold()
+        slot = self._slots.get(symbol)
+        state = self._forming[resolution]
+        if slot is None or state.start[slot] == _NO_BAR:
+            return None
+        return (
+            int(state.start[slot]),
+            (int(state.open_ts[slot]), int(state.open_off[slot])),
+            (int(state.close_ts[slot]), int(state.close_off[slot])),
+            state.ohlc[slot].tolist(),
+            int(state.ticks[slot]),
+        )
+
     # -- writing ----------------------------------------------------------------------------
 
     def restore(self, epoch: int, states: Mapping[str, SymbolState]) -> None:

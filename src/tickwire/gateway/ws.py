@@ -39,14 +39,16 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 from ..access.keys import KeyRecord, KeyStore
 from ..errors import JournalUnavailableError, PositionUnavailableError
 from ..livestate import LiveState
-from ..model import JournaledBatch, Position
+from ..model import JournaledBatch, Position, PriceSide
 from ..node import Node
 from ..protocol import (
     Authenticate,
+    BarState,
     Channel,
     Close,
     Encoding,
     Flow,
+    Interval,
     NativeSession,
     Piece,
     ResumeStatus,
@@ -55,6 +57,7 @@ from ..protocol import (
     StreamState,
 )
 from ..protocol.session import Subscribe, Unsubscribe, admit
+from .barstream import BarTracker
 from .connections import ConnectionCounter
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "Gateway"]
@@ -238,6 +241,7 @@ class Gateway:
         # quotes and forming bars exactly as delivered, for snapshots
         self.view = LiveState()
         self.view.restore(node.journal.epoch, node.journal.state)
+        self.bar_tracker = BarTracker(self.view)
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.frames_sent = 0
@@ -425,6 +429,11 @@ class Gateway:
     def _flush(self, batches: list[JournaledBatch]) -> None:
         last = batches[-1]
         position = Position(last.epoch, last.last_offset)
+        bar_subscribers = [c for c in self.connections if c.session.bar_subscriptions()]
+        bar_events = self.bar_tracker.advance(
+            batches,
+            {(s, i) for c in bar_subscribers for s, i, _ in c.session.bar_subscriptions()},
+        )
         for batch in batches:
             self.view.apply(batch)
         encoded: dict[Encoding, dict[str, Piece]] = {}
@@ -466,6 +475,21 @@ class Gateway:
                 if due:
                     conn.send(codec.frame_quotes(due))
             conn.pump()
+        if bar_events:
+            encoded_bars: dict[tuple[Encoding, str, Interval, PriceSide, int, BarState], bytes] = {}
+            for conn in bar_subscribers:
+                if conn.session.closed:
+                    continue
+                codec = conn.codec
+                for symbol, interval, side in conn.session.bar_subscriptions():
+                    for event in bar_events.get((symbol, interval, side), ()):
+                        key = (codec.encoding, symbol, interval, side, event.bar.start, event.state)
+                        frame = encoded_bars.get(key)
+                        if frame is None:
+                            frame = encoded_bars[key] = codec.encode_bar(
+                                event.bar, interval, side, event.state
+                            )
+                        conn.send(frame)
         self.delivered = last.last_offset
         self.ticks_delivered += sum(len(b) for b in batches)
 
