@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             await node.stop()
             raise
         app.state.gateway = gateway
+        metrics.connections.labels("native").set_function(lambda: len(gateway.connections))
         log.info("stream gateway on ws://%s:%d/v1/stream", settings.host, app.state.stream_port)
         try:
             yield
