@@ -93,4 +93,4 @@ class PositionUnavailableError(TickwireError):
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
-        self.reason = reason  # "too_old" or "epoch_changed"
+        self.reason = reason  # "too_old", "epoch_changed" or "ahead"
