@@ -227,8 +227,10 @@ class _BackfillLog:
 
 def _register_subcommands() -> None:
     from .access.cli import keys
+    from .cli_data import register
 
     cli.add_command(keys)
+    register(cli)
 
 
 _register_subcommands()
