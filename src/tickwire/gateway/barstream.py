@@ -7,12 +7,14 @@ into bar events with the same OHLC rules as the store (:mod:`tickwire.bars`):
   ticks of its period, and any whole period inside the flush);
 * the bar still forming at the end of the flush: ``forming``.
 
-A late tick (older than the forming bar) does not produce an event here; the store applies it
-to its closed bar, and REST serves the corrected bar. ``revised`` events are not sent yet.
+A late tick (older than the forming bar) that falls into one of the last ``CLOSED_BARS_KEPT``
+closed bars produces ``revised`` with the corrected bar; an older one only reaches the store
+(REST serves the corrected bar).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ from ..timeframes import bucket_starts
 __all__ = ["BarEvent", "BarTracker"]
 
 _SIDES = (PriceSide.BID, PriceSide.ASK, PriceSide.MID)
+CLOSED_BARS_KEPT = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class BarTracker:
 
     def __init__(self, view: LiveState) -> None:
         self._forming: dict[tuple[str, Interval], _Forming] = {}
+        self._closed: dict[tuple[str, Interval], OrderedDict[int, _Forming]] = {}
         self._view = view
 
     def advance(
@@ -65,6 +69,7 @@ class BarTracker:
         wanted = set(wanted)
         for key in [k for k in self._forming if k not in wanted]:
             del self._forming[key]  # nobody subscribes any more: forget it (bounded)
+            self._closed.pop(key, None)
         if not wanted:
             return {}
         by_symbol: dict[str, list[tuple[JournaledBatch, np.ndarray]]] = {}
@@ -107,36 +112,76 @@ class BarTracker:
                 current = _Forming(
                     start, open_key, close_key, {s: ohlc[i] for i, s in enumerate(_SIDES)}, ticks
                 )
-        if current is not None:
-            keep = starts >= current.start  # older ticks are late: the store owns them
-            ts, offset, bid, ask, starts = (
-                ts[keep],
-                offset[keep],
-                bid[keep],
-                ask[keep],
-                starts[keep],
-            )
-        if len(ts) == 0:
-            return
-        order = np.lexsort((offset, ts))  # bars.group needs non-decreasing bucket order
-        ts, offset, bid, ask, starts = (
-            ts[order],
-            offset[order],
-            bid[order],
-            ask[order],
-            starts[order],
-        )
-        sides = bars.aggregate_sides(ts, offset, bid, ask, starts)
-        grouping = bars.group(ts, offset, starts)
         out: list[tuple[_Forming, BarState]] = []
-        if current is not None and int(grouping.start[0]) > current.start:
+        history = self._closed.setdefault((symbol, interval), OrderedDict())
+        if current is not None:
+            late = starts < current.start
+            if late.any():
+                # late ticks revise a recently closed bar; older ones only reach the store
+                for piece in _pieces(ts[late], offset[late], bid[late], ask[late], starts[late]):
+                    closed = history.get(piece.start)
+                    if closed is not None:
+                        history[piece.start] = revised = _merge(closed, piece)
+                        out.append((revised, BarState.REVISED))
+                keep = ~late
+                ts, offset, bid, ask, starts = (
+                    ts[keep],
+                    offset[keep],
+                    bid[keep],
+                    ask[keep],
+                    starts[keep],
+                )
+        pieces = _pieces(ts, offset, bid, ask, starts)
+        if pieces and current is not None and pieces[0].start > current.start:
             out.append((current, BarState.CLOSED))
             current = None
-        for g in range(len(grouping)):
-            start = int(grouping.start[g])
-            oi, ci = int(grouping.open_index[g]), int(grouping.close_index[g])
-            piece = _Forming(
-                start,
+        for index, piece in enumerate(pieces):
+            if current is not None and current.start == piece.start:
+                piece = _merge(current, piece)
+            current = None
+            last = index == len(pieces) - 1
+            out.append((piece, BarState.FORMING if last else BarState.CLOSED))
+        if not out:
+            return
+        for bar_state, state in out:
+            if state is BarState.CLOSED:
+                history[bar_state.start] = bar_state
+        while len(history) > CLOSED_BARS_KEPT:
+            history.popitem(last=False)
+        if pieces:
+            self._forming[(symbol, interval)] = out[-1][0]
+        for state_bar, state in out:
+            for side in _SIDES:
+                o, h, lo, c = state_bar.ohlc[side]
+                bar = Bar(
+                    symbol,
+                    state_bar.start,
+                    o,
+                    h,
+                    lo,
+                    c,
+                    state_bar.ticks,
+                    complete=state is not BarState.FORMING,
+                )
+                events.setdefault((symbol, interval, side), []).append(BarEvent(bar, state))
+
+
+def _pieces(
+    ts: np.ndarray, offset: np.ndarray, bid: np.ndarray, ask: np.ndarray, starts: np.ndarray
+) -> list[_Forming]:
+    """The ticks grouped into bars (all three sides), oldest first."""
+    if len(ts) == 0:
+        return []
+    order = np.lexsort((offset, ts))  # bars.group needs non-decreasing bucket order
+    ts, offset, bid, ask, starts = ts[order], offset[order], bid[order], ask[order], starts[order]
+    sides = bars.aggregate_sides(ts, offset, bid, ask, starts)
+    grouping = bars.group(ts, offset, starts)
+    out = []
+    for g in range(len(grouping)):
+        oi, ci = int(grouping.open_index[g]), int(grouping.close_index[g])
+        out.append(
+            _Forming(
+                int(grouping.start[g]),
                 (int(ts[oi]), int(offset[oi])),
                 (int(ts[ci]), int(offset[ci])),
                 {
@@ -150,26 +195,8 @@ class BarTracker:
                 },
                 int(sides[PriceSide.MID].ticks[g]),
             )
-            if current is not None and current.start == start:
-                piece = _merge(current, piece)
-            current = None
-            last = g == len(grouping) - 1
-            out.append((piece, BarState.FORMING if last else BarState.CLOSED))
-        self._forming[(symbol, interval)] = out[-1][0]
-        for state_bar, state in out:
-            for side in _SIDES:
-                o, h, lo, c = state_bar.ohlc[side]
-                bar = Bar(
-                    symbol,
-                    state_bar.start,
-                    o,
-                    h,
-                    lo,
-                    c,
-                    state_bar.ticks,
-                    complete=state is BarState.CLOSED,
-                )
-                events.setdefault((symbol, interval, side), []).append(BarEvent(bar, state))
+        )
+    return out
 
 
 def _merge(old: _Forming, new: _Forming) -> _Forming:
