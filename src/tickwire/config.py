@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Simulator: mean ticks per second over all symbols at average activity."""
     load_rate: Annotated[float, Positive] | None = None
     """Simulator load mode: emit exactly this many ticks per second, ignoring sessions."""
+    sim_step_ms: Annotated[float, msgspec.Meta(ge=1, le=1_000)] = 100.0
+    """Simulator: how often the live feed wakes up and emits the ticks due (ms)."""
     weekend_closed: bool = True
     """Simulator: no FX or metal ticks from Friday 22:00 to Sunday 22:00 UTC."""
     backfill_days: Annotated[float, msgspec.Meta(ge=0, le=3_650)] = 30.0

@@ -60,7 +60,7 @@ class LiveState:
     """Last quotes and forming bars, updated batch by batch (see the module docstring)."""
 
     def __init__(
-        self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS, *, fold_every: int = 65_536
+        self, resolutions: Iterable[Resolution] = LIVE_RESOLUTIONS, *, fold_every: int = 8_192
     ) -> None:
         self.resolutions = tuple(resolutions)
         self.epoch = 0

@@ -147,6 +147,7 @@ class Node:
                 rate=settings.rate,
                 weekend_closed=settings.weekend_closed,
                 load_rate=settings.load_rate,
+                step=settings.sim_step_ms / 1000,
             ),
             catalog,
             start_mids=start_mids or None,

@@ -429,7 +429,11 @@ class Gateway:
     def _flush(self, batches: list[JournaledBatch]) -> None:
         last = batches[-1]
         position = Position(last.epoch, last.last_offset)
-        bar_subscribers = [c for c in self.connections if c.session.bar_subscriptions()]
+        bar_subscribers = [
+            c
+            for c in self.connections
+            if c.session.symbols(Channel.BARS)  # cached, cheap
+        ]
         bar_events = self.bar_tracker.advance(
             batches,
             {(s, i) for c in bar_subscribers for s, i, _ in c.session.bar_subscriptions()},
