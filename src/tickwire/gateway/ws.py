@@ -29,6 +29,7 @@ import logging
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -443,8 +444,12 @@ class Gateway:
         encoded: dict[Encoding, dict[str, Piece]] = {}
         quotes: dict[Encoding, dict[str, bytes]] = {}
         frames: dict[tuple[Encoding, frozenset[str]], bytes] = {}
+        # keep a frame for the rest of the flush only if another connection will reuse it;
+        # a frame for a unique symbol set is freed right after its send (less memory churn)
+        connections = list(self.connections)
+        shared = Counter((c.codec.encoding, c.live_ticks) for c in connections if c.live_ticks)
         now = time.monotonic()
-        for conn in list(self.connections):
+        for conn in connections:
             session = conn.session
             transport = conn.transport
             if transport is None or session.closed:
@@ -465,7 +470,8 @@ class Gateway:
                 if frame is None:
                     mine = [pieces[s] for s in sorted(symbols) if s in pieces]
                     frame = codec.frame_ticks(mine) if mine else b""
-                    frames[cache_key] = frame
+                    if shared[cache_key] > 1:
+                        frames[cache_key] = frame
                 if frame:
                     conn.send(frame)
                     self.frames_sent += 1
