@@ -13,13 +13,16 @@ import io
 import time
 from collections import OrderedDict
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..access.keys import entitled
 from ..errors import InvalidQueryError, UnknownSymbolError
+from ..livestate import LiveState
 from ..markethours import market_status
 from ..model import BarUnit, Kind, PriceSide, Quote, Symbol
 from ..node import Node
@@ -76,11 +79,7 @@ def _csv(header: list[str], rows: Any, filename: str) -> Response:
 def _entitled(request: Request, symbol: str) -> bool:
     """Whether the caller's key may read ``symbol`` (the access layer's entitlements)."""
     record = getattr(request.state, "key", None)
-    if record is None:
-        return True
-    from ..access.middleware import entitled
-
-    return bool(entitled(record, symbol))
+    return record is None or entitled(record, symbol)
 
 
 def _require_entitled(request: Request, symbols: list[Symbol], param: str) -> None:
@@ -131,10 +130,24 @@ class _LRU:
             self._entries.popitem(last=False)
 
 
-# Encoded answers by (symbols parameter, live-state version): a repeat between two ticks is a
-# dict lookup. Parsed symbol lists by parameter. Both bounded.
-_quote_bodies = _LRU(512)
-_symbol_lists = _LRU(512)
+class _QuoteCaches:
+    """Per node: encoded answers by (symbols parameter, live-state version), so a repeat
+    between two ticks is a dict lookup, and parsed symbol lists by parameter. Both bounded."""
+
+    def __init__(self) -> None:
+        self.bodies = _LRU(512)
+        self.symbols = _LRU(512)
+
+
+# keyed by the node's live state, so two nodes in one process never share answers
+_caches: WeakKeyDictionary[LiveState, _QuoteCaches] = WeakKeyDictionary()
+
+
+def _caches_of(node: Node) -> _QuoteCaches:
+    caches = _caches.get(node.live)
+    if caches is None:
+        caches = _caches[node.live] = _QuoteCaches()
+    return caches
 
 
 async def quotes(request: Request) -> Response:
@@ -142,13 +155,14 @@ async def quotes(request: Request) -> Response:
     node = node_of(request)
     params = request.query_params
     raw = params.get("symbols", "")
-    symbols: list[Symbol] | None = _symbol_lists.get(raw)
+    caches = _caches_of(node)
+    symbols: list[Symbol] | None = caches.symbols.get(raw)
     if symbols is None:
         symbols = parse_symbols(node.catalog, params, limit=MAX_SYMBOLS)
-        _symbol_lists.put(raw, symbols)
+        caches.symbols.put(raw, symbols)
     _require_entitled(request, symbols, "symbols")
     key = (raw, node.live.version)
-    body: bytes | None = _quote_bodies.get(key)
+    body: bytes | None = caches.bodies.get(key)
     if body is None:
         found, missing = [], []
         for symbol in symbols:
@@ -158,7 +172,7 @@ async def quotes(request: Request) -> Response:
             else:
                 found.append(_quote_body(quote))
         body = _encoder.encode({"quotes": found, "missing": missing})
-        _quote_bodies.put(key, body)
+        caches.bodies.put(key, body)
     return Response(body, media_type="application/json")
 
 
