@@ -1,9 +1,9 @@
 """The HTTP application: a Starlette app whose lifespan runs a :class:`~tickwire.node.Node`.
 
 It serves the operational routes (``/health``, ``/ready``, ``/metrics``), the native REST API
-(``/v1``), the OpenAPI document and ``/docs``. Every error is JSON: 4xx answers come from
-:class:`~tickwire.api.errors.ApiError`, and an unexpected failure is a 500 with a generic body
-(the details go to the log, never to the client).
+(``/v1``), the OpenAPI document and ``/docs``, and the dashboard at ``/``. Every API error is
+JSON: 4xx answers come from :class:`~tickwire.api.errors.ApiError`, and an unexpected failure
+is a 500 with a generic body (the details go to the log, never to the client).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..api import native, openapi, tradermade
 from ..api.errors import ApiError, error_response, handle_api_error
 from ..api.metrics import Metrics, MetricsMiddleware
 from ..config import Settings
+from ..dashboard import routes as dashboard_routes
 from ..gateway import sse
 from ..gateway.connections import ConnectionCounter
 from ..gateway.tradermade_stream import close_all, tradermade_listener
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             *native.routes,
             *sse.routes,
             *openapi.routes(document),
+            *dashboard_routes(),
         ],
         # metrics outermost, so refused requests (401, 429) are counted too
         middleware=[
