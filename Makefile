@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ./data
 
-.PHONY: run test lint types tests bench bench-quick clean
+.PHONY: run test lint types tests bench bench-quick clean browser vendor-js
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-tests: $(STAMP)
+tests: $(STAMP) browser
 	$(BIN)/pytest
 
 test: lint types tests
@@ -39,6 +39,20 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.ingest_bench --quick && $(BIN)/python -m bench.store_bench --quick && $(BIN)/python -m bench.rest_bench --quick
+
+# The dashboard test drives the system Chromium (Debian's package; Playwright's own download
+# cannot work offline).
+browser:
+	@command -v chromium >/dev/null || { apt-get install -y --no-install-recommends chromium \
+		|| { apt-get update && apt-get install -y --no-install-recommends chromium; }; }
+
+# Refresh the dashboard's vendored JavaScript from the versions web/package.json pins.
+vendor-js:
+	npm ci --prefix web --no-audit --no-fund
+	cp web/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
+		web/node_modules/lightweight-charts/LICENSE src/tickwire/dashboard/static/vendor/
+	mv src/tickwire/dashboard/static/vendor/LICENSE \
+		src/tickwire/dashboard/static/vendor/LICENSE-lightweight-charts.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

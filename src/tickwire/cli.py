@@ -163,18 +163,19 @@ class _Server(uvicorn.Server):
         if self.demo_key:
             key = f"api_key={self.demo_key}"
             links = (
-                f"  demo key {self.demo_key}\n"
-                f"  quotes   {base}/v1/quotes?symbols=EURUSD,GBPUSD,USDJPY&{key}\n"
-                f"  bars     {base}/v1/bars/EURUSD?unit=hour&limit=24&{key}\n"
-                f"  TM live  {base}/api/v1/live?currency=EURUSD,GBPUSD&{key}\n"
+                f"  demo key  {self.demo_key}\n"
+                f"  dashboard {base}/?{key}\n"
+                f"  quotes    {base}/v1/quotes?symbols=EURUSD,GBPUSD,USDJPY&{key}\n"
+                f"  bars      {base}/v1/bars/EURUSD?unit=hour&limit=24&{key}\n"
+                f"  TM live   {base}/api/v1/live?currency=EURUSD,GBPUSD&{key}\n"
             )
         else:
             links = "  the demo key was revoked; create one: tickwire keys create --name NAME\n"
         click.echo(
             f"\ntickwire {__version__} serving the simulator from {self.settings.data_dir}\n"
             f"{links}"
-            f"  API docs {base}/docs\n"
-            f"  health   {base}/health\n",
+            f"  API docs  {base}/docs\n"
+            f"  health    {base}/health\n",
             err=True,
         )
 
