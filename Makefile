@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ./data
 
-.PHONY: run test lint types tests bench bench-quick clean browser vendor-js
+.PHONY: run test lint types tests bench bench-quick bench-deps clean browser vendor-js
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,16 +29,41 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-tests: $(STAMP) browser
+tests: $(STAMP) browser bench-deps
 	$(BIN)/pytest
 
 test: lint types tests
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.ingest_bench && $(BIN)/python -m bench.store_bench && $(BIN)/python -m bench.rest_bench
+# Every benchmark workload (about 17 min), then BENCHMARKS.md from their results (bench/results/).
+bench: $(STAMP) bench-deps
+	$(BIN)/python -m bench.ingest_bench
+	$(BIN)/python -m bench.store_bench
+	$(BIN)/python -m bench.rest_bench
+	$(BIN)/python -m bench.encode_bench
+	$(BIN)/python -m bench.fanout_bench
+	$(BIN)/python -m bench.report
 
-bench-quick: $(STAMP)
-	$(BIN)/python -m bench.ingest_bench --quick && $(BIN)/python -m bench.store_bench --quick && $(BIN)/python -m bench.rest_bench --quick
+# A short run of each (about 3 min): results and a report in bench/results/quick/, not committed.
+bench-quick: $(STAMP) bench-deps
+	$(BIN)/python -m bench.ingest_bench --quick
+	$(BIN)/python -m bench.store_bench --quick
+	$(BIN)/python -m bench.rest_bench --quick
+	$(BIN)/python -m bench.encode_bench --quick
+	$(BIN)/python -m bench.fanout_bench --quick
+	$(BIN)/python -m bench.report --results bench/results/quick --out bench/results/quick/BENCHMARKS.md
+
+# The benchmarks' tools: wrk (rest_bench), node and the Node `ws` peers (fanout_bench). `make
+# test` runs every benchmark at a tiny size (tests/test_bench_smoke.py), so it needs them too.
+PEERS_LOCK := bench/fanout_peers/node_modules/.package-lock.json
+
+bench-deps: $(PEERS_LOCK)
+	@command -v wrk >/dev/null || { apt-get install -y --no-install-recommends wrk \
+		|| { apt-get update && apt-get install -y --no-install-recommends wrk; }; }
+
+$(PEERS_LOCK): bench/fanout_peers/package-lock.json
+	@command -v npm >/dev/null || { apt-get install -y --no-install-recommends nodejs npm \
+		|| { apt-get update && apt-get install -y --no-install-recommends nodejs npm; }; }
+	npm ci --prefix bench/fanout_peers --no-audit --no-fund
 
 # The dashboard test drives the system Chromium (Debian's package; Playwright's own download
 # cannot work offline).

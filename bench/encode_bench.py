@@ -19,6 +19,9 @@ Every variant's output is checked to read back to the same ticks. Each figure is
 
     python -m bench.encode_bench              # flushes of 50, 1,000 and 10,000 ticks
     python -m bench.encode_bench --quick
+    python -m bench.encode_bench --tiny       # only checks that it runs
+
+Results go to ``bench/results/encode.json`` (see :mod:`bench.results_io`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Callable
 import msgspec
 import numpy as np
 
+from bench import results_io
 from tickwire.model import JournaledBatch
 from tickwire.protocol import (
     Piece,
@@ -177,16 +181,22 @@ def fmt(rate: float) -> str:
     return f"{rate / 1e6:,.2f} M" if rate >= 1e6 else f"{rate / 1e3:,.0f} k"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one small size, short runs")
+    results_io.add_mode_args(parser)
     parser.add_argument("--sizes", default="50,1000,10000", help="ticks per flush")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="per run")
-    args = parser.parse_args()
-    sizes = [200] if args.quick else [int(s) for s in args.sizes.split(",")]
-    repeat = 2 if args.quick else args.repeat
-    budget = 0.05 if args.quick else args.seconds
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    repeat, budget = args.repeat, args.seconds
+    if args.quick:
+        sizes, repeat, budget = [200], 2, 0.05
+    elif args.tiny:
+        sizes, repeat, budget = [50], 1, 0.005
+    encode_rows: list[dict[str, object]] = []
+    frame_rows: list[dict[str, object]] = []
 
     print("## Encode once per flush (ticks/s, one core)\n")
     print("| ticks per flush | " + " | ".join(ENCODERS) + " |")
@@ -199,6 +209,7 @@ def main() -> None:
             for fn in ENCODERS.values()
         ]
         print(f"| {size:,} | " + " | ".join(fmt(r) for r in rates) + " |")
+        encode_rows.append({"ticks": size, "tps": dict(zip(ENCODERS, rates, strict=True))})
 
     print("\n## Frame per client per flush (JSON and MessagePack splice)\n")
     print("| ticks per flush | client symbols | frame bytes | frames/s | delivered ticks/s |")
@@ -226,6 +237,30 @@ def main() -> None:
                     f"| {size:,} | {label}, {mix} | {size_bytes:,} | {fmt(frame_rate)} | "
                     f"{fmt(frame_rate * ticks_per_frame)} |"
                 )
+                frame_rows.append(
+                    {
+                        "ticks": size,
+                        "format": label,
+                        "symbols": mix,
+                        "frame_bytes": size_bytes,
+                        "frames_per_s": frame_rate,
+                        "delivered_tps": frame_rate * ticks_per_frame,
+                    }
+                )
+    results_io.write(
+        "encode",
+        args,
+        {
+            "repeat": repeat,
+            "seconds": budget,
+            "baseline": "json.dumps per tick (naive)",
+            "encode": encode_rows,
+            "frame": frame_rows,
+        },
+        module="bench.encode_bench",
+        seconds=time.perf_counter() - started,
+        argv=argv,
+    )
 
 
 def frame_all(frame: Callable[[list[Piece]], bytes], selections: list[list[Piece]]) -> None:

@@ -51,14 +51,17 @@ to every client at once (~100 MB at 10 M/s), which takes tens of ms on loopback 
 ``--step-ms`` runs every source with another step (tickwire through
 ``bench/fanout_peers/tickwire_paced.py``, which only changes ``SimulatorConfig.step``).
 
-    python -m bench.fanout_bench                 # the full grid (~11 min)
+    python -m bench.fanout_bench                 # grid, resume and memory (~11 min)
     python -m bench.fanout_bench --quick         # 100 and 1,000 clients, all symbols (~70 s)
+    python -m bench.fanout_bench --tiny          # 10 clients, tickwire and Node: seconds
+    python -m bench.fanout_bench --only resume   # one part: grid, resume or memory
     python -m bench.fanout_bench --clients 1000 --mixes random --servers tickwire,node_batched
     python -m bench.fanout_bench --clients 100,1000 --step-ms 10 --servers tickwire,node_batched
 
-Results also go to ``bench/results/fanout-*.json`` and the servers' logs to
-``bench/results/fanout-logs/``. Node dependencies are installed in ``bench/fanout_peers`` on
-first use (``npm install --no-audit --no-fund``).
+The three parts are separate workloads with their own results: ``bench/results/fanout.json``
+(the grid), ``resume.json`` and ``memory.json`` (see :mod:`bench.results_io`; ``--out DIR``
+puts them elsewhere). The servers' logs go to ``fanout-logs/`` beside them. Node dependencies
+are installed in ``bench/fanout_peers`` on first use (``npm ci``; ``make bench-deps``).
 """
 
 from __future__ import annotations
@@ -86,10 +89,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import uvloop
 
+from bench import results_io
 from bench.fanout_loadgen import HIST_EDGES, Conn, decode_ticks
 from tickwire.catalog import CATALOG
 
@@ -248,8 +251,8 @@ def ensure_node_deps() -> None:
         return
     if shutil.which("npm") is None or shutil.which("node") is None:
         sys.exit("fanout_bench needs node and npm for the Node ws peers")
-    print("installing the Node peers' dependencies (npm install) ...", flush=True)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PEERS, check=True)
+    print("installing the Node peers' dependencies (npm ci) ...", flush=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS, check=True)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -710,11 +713,12 @@ def measure_resume(
     return {"rate": rate, "back": back, "ring_ticks": ring_ticks, "runs": runs}
 
 
-def measure_memory(bench: Bench, name: str, n: int) -> dict[str, Any]:
+def measure_memory(bench: Bench, name: str, n: int, settle: float = 1.0) -> dict[str, Any]:
+    """Server RSS growth per idle connection; ``settle`` s before each RSS reading (1.5× after)."""
     server = bench.start(name, 100)
     gen = None
     try:
-        time.sleep(1.0)
+        time.sleep(settle)
         before = rss_kib(server.proc.pid)
         cfg = {
             "host": "127.0.0.1",
@@ -728,7 +732,7 @@ def measure_memory(bench: Bench, name: str, n: int) -> dict[str, Any]:
         }
         gen = LoadGen(cfg, bench.tmp / f"idle-{bench.points}.json", None)
         ready = gen.event(180)
-        time.sleep(1.5)
+        time.sleep(1.5 * settle)
         after = rss_kib(server.proc.pid)
     finally:
         if gen is not None:
@@ -847,7 +851,8 @@ def report(
     if resume:
         print("\n## Resume: replaying missed ticks to a resuming client\n")
         print(
-            "Subscribe all 49 symbols with `from` = 100,000 ticks back while the simulator keeps "
+            f"Subscribe all 49 symbols with `from` = {resume[0]['back']:,} ticks back while the "
+            "simulator keeps "
             "publishing; time from the subscribe to `resume` `live` (the client reads "
             "everything, decoding afterwards).\n"
         )
@@ -949,7 +954,7 @@ def targets(points: list[dict[str, Any]], resume: list[dict[str, Any]], memory: 
         source = "ring" if res["ring_ticks"] is None else "journal"
         rows.append(
             (
-                f"resume of 100k ticks ≤ 0.5 s ({source})",
+                f"resume of {res['back']:,} ticks ≤ 0.5 s ({source})",
                 f"worst {worst:.3f} s over {len(res['runs'])} run(s), gap-free: {ok}",
                 "met" if worst <= 0.5 and ok else "NOT met",
             )
@@ -983,11 +988,12 @@ def measure(
     window: float,
     *,
     tries: int,
+    quiet_wait: float = 5.0,
 ) -> dict[str, Any]:
     """One point, after waiting for a quiet machine; redone if other processes were busy."""
     best: dict[str, Any] | None = None
     for attempt in range(tries):
-        quiet = wait_quiet(30 if tries > 1 else 5)
+        quiet = wait_quiet(30 if tries > 1 else quiet_wait)
         try:
             point = run_point(bench, name, n, mix, rate, warmup=warmup, window=window)
         except Exception as exc:  # keep going: one failed peer must not end the run
@@ -1017,6 +1023,8 @@ def grid(args: argparse.Namespace, servers: list[str]) -> list[tuple[int, str, i
             for n in clients
             for mix in (args.mixes or "all").split(",")
         ]
+    if args.tiny:
+        return [(10, "all", 2_000, servers)]
     if args.quick:
         return [(100, "all", 50_000, servers), (1000, "all", 10_000, servers)]
     cells = [(n, mix, RATES[mix][n], servers) for n in (100, 1000, 5000) for mix in MIXES]
@@ -1025,9 +1033,21 @@ def grid(args: argparse.Namespace, servers: list[str]) -> list[tuple[int, str, i
     return cells
 
 
-def main() -> None:
+PARTS = ("grid", "resume", "memory")
+TINY_SERVERS = ("tickwire", "node_batched")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced grid, short windows")
+    results_io.add_mode_args(parser, out_help="results directory (default: bench/results/...)")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help="parts to run, comma-separated: grid (fan-out cells), resume, memory",
+    )
+    parser.add_argument(
+        "--resume-back", type=int, default=None, help="ticks to replay (default 100,000)"
+    )
     parser.add_argument("--clients", help="client counts, comma-separated (100,1000,5000)")
     parser.add_argument("--mixes", help="all,random")
     parser.add_argument("--servers", help=f"comma-separated, of {','.join(SERVERS)}")
@@ -1043,14 +1063,27 @@ def main() -> None:
         "tickwire through bench/fanout_peers/tickwire_paced.py)",
     )
     parser.add_argument("--tickwire-args", default="", help="extra `tickwire serve` options")
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--no-memory", action="store_true")
-    args = parser.parse_args()
-    quick = args.quick
-    servers = (args.servers or ",".join(SERVERS)).split(",")
-    cells = grid(args, servers)
-    window = args.seconds or (3.0 if quick else 8.0)
-    warmup = args.warmup or (1.0 if quick else 2.0)
+    parser.add_argument("--no-resume", action="store_true", help="same as leaving it out of --only")
+    parser.add_argument("--no-memory", action="store_true", help="same as leaving it out of --only")
+    args = parser.parse_args(argv)
+    quick, tiny = args.quick, args.tiny
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; of {PARTS}")
+    parts = [
+        p
+        for p in PARTS
+        if p in parts
+        and not (p == "resume" and args.no_resume)
+        and not (p == "memory" and args.no_memory)
+    ]
+    default_servers = TINY_SERVERS if tiny else SERVERS
+    servers = (args.servers or ",".join(default_servers)).split(",")
+    cells = grid(args, servers) if "grid" in parts else []
+    window = args.seconds or (1.0 if tiny else 3.0 if quick else 8.0)
+    warmup = args.warmup or (0.5 if tiny else 1.0 if quick else 2.0)
+    back = args.resume_back or (5_000 if tiny else 100_000)
+    out_dir = args.out or results_io.default_path("fanout", results_io.mode(args)).parent
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 65_536) if hard != resource.RLIM_INFINITY else 65_536
@@ -1058,6 +1091,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if any(s.startswith("node_") for s in servers):
         ensure_node_deps()
+    started_perf = time.perf_counter()
 
     started = time.monotonic()
     points: list[dict[str, Any]] = []
@@ -1087,7 +1121,7 @@ def main() -> None:
             check=True,
         )
         key = out.stdout.strip().splitlines()[-1]
-        log_dir = ROOT / "bench" / "results" / "fanout-logs"
+        log_dir = out_dir / "fanout-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         bench = Bench(
             tmp,
@@ -1102,7 +1136,17 @@ def main() -> None:
             for name in cell_servers:
                 label = f"N={n:,} {mix} R={rate:,} {name}"
                 print(f"[{time.monotonic() - started:5.0f} s] {label} ...", flush=True)
-                point = measure(bench, name, n, mix, rate, warmup, window, tries=1 if quick else 2)
+                point = measure(
+                    bench,
+                    name,
+                    n,
+                    mix,
+                    rate,
+                    warmup,
+                    window,
+                    tries=1 if quick or tiny else 2,
+                    quiet_wait=0 if tiny else 5,
+                )
                 points.append(point)
                 if "error" in point:
                     print(f"    error: {point['error']}", flush=True)
@@ -1114,17 +1158,21 @@ def main() -> None:
                         f"{'+'.join(f'{c:.0f}' for c in point['loadgen_cpu'])} %",
                         flush=True,
                     )
-        if not args.no_resume and "tickwire" in servers:
-            sources: list[int | None] = [None] if quick else [None, 20_000]
+        if "resume" in parts and "tickwire" in servers:
+            sources: list[int | None] = [None] if quick or tiny else [None, 20_000]
             for ring in sources:
                 print(
-                    f"[{time.monotonic() - started:5.0f} s] resume 100,000 ticks "
+                    f"[{time.monotonic() - started:5.0f} s] resume {back:,} ticks "
                     f"({'ring' if ring is None else 'journal'}) ...",
                     flush=True,
                 )
                 try:
                     res = measure_resume(
-                        bench, back=100_000, rate=20_000, repeats=1 if quick else 3, ring_ticks=ring
+                        bench,
+                        back=back,
+                        rate=20_000,
+                        repeats=1 if quick or tiny else 3,
+                        ring_ticks=ring,
                     )
                     resume.append(res)
                     for run in res["runs"]:
@@ -1135,9 +1183,11 @@ def main() -> None:
                         )
                 except Exception as exc:
                     print(f"    error: {exc!r}", flush=True)
-        if not args.no_memory:
+        if "memory" in parts:
             targets_mem = (
-                [("tickwire", 1000)]
+                [("tickwire", 50), ("node_batched", 50)]
+                if tiny
+                else [("tickwire", 1000), ("node_batched", 1000)]
                 if quick
                 else [
                     ("tickwire", 1000),
@@ -1150,27 +1200,43 @@ def main() -> None:
                     continue
                 print(f"[{time.monotonic() - started:5.0f} s] memory: {n:,} idle on {name}")
                 try:
-                    memory.append(measure_memory(bench, name, n))
+                    memory.append(measure_memory(bench, name, n, settle=0.3 if tiny else 1.0))
                     print(f"    {memory[-1]['kib_per_conn']:.1f} KiB per connection", flush=True)
                 except Exception as exc:
                     print(f"    error: {exc!r}", flush=True)
     elapsed = time.monotonic() - started
-    results_dir = ROOT / "bench" / "results"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = results_dir / f"fanout-{stamp}.json"
-    path.write_bytes(
-        msgspec.json.encode(
-            {
-                "quick": quick,
-                "seconds": elapsed,
-                "points": points,
-                "resume": resume,
-                "memory": memory,
-            }
-        )
-    )
-    print(f"\nfan-out benchmark: {elapsed:.0f} s; raw results in {path.relative_to(ROOT)}")
+    print(f"\nfan-out benchmark ({', '.join(parts)}): {elapsed:.0f} s")
     report(points, resume, memory, args.step_ms)
+    seconds = time.perf_counter() - started_perf
+    common = {"module": "bench.fanout_bench", "seconds": seconds, "argv": argv}
+    if "grid" in parts:
+        results_io.write(
+            "fanout",
+            part_args(args, out_dir, "fanout"),
+            {"step_ms": args.step_ms, "window_s": window, "warmup_s": warmup, "points": points},
+            **common,
+        )
+    if "resume" in parts:
+        for res in resume:
+            times = [run["seconds"] for run in res["runs"]]
+            res["seconds_min"], res["seconds_max"] = min(times), max(times)
+            res["gap_free"] = all(run["gap_free"] for run in res["runs"])
+            res["source"] = "ring" if res["ring_ticks"] is None else "journal"
+        results_io.write(
+            "resume",
+            part_args(args, out_dir, "resume"),
+            {"back": back, "sources": resume},
+            **common,
+        )
+    if "memory" in parts:
+        results_io.write(
+            "memory", part_args(args, out_dir, "memory"), {"entries": memory}, **common
+        )
+
+
+def part_args(args: argparse.Namespace, out_dir: Path, workload: str) -> argparse.Namespace:
+    """``args`` with ``out`` set to this part's results file in ``out_dir``."""
+    return argparse.Namespace(**{**vars(args), "out": out_dir / f"{workload}.json"})
 
 
 if __name__ == "__main__":

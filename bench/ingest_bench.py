@@ -6,8 +6,11 @@ fdatasync'ed, published on the bus, applied to live state) before sending the ne
 The baseline writes the same number of bytes per batch to a plain file and fdatasyncs it. Rounds
 of the two alternate so that machine noise hits both; the table gives medians and the ratio.
 
-    python -m bench.ingest_bench            # full: batch 1, 100, 10,000
-    python -m bench.ingest_bench --quick    # a few seconds
+    python -m bench.ingest_bench            # full: batch 1, 100, 10,000 (about 90 s)
+    python -m bench.ingest_bench --quick    # about 5 s
+    python -m bench.ingest_bench --tiny     # about 1 s: only checks that it runs
+
+Results go to ``bench/results/ingest.json`` (see :mod:`bench.results_io`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import results_io
 from tickwire.bus import InProcessBus
 from tickwire.journal import Journal, SyncPolicy
 from tickwire.livestate import LiveState
@@ -29,8 +33,8 @@ from tickwire.model import TickBatch
 from tickwire.tickplant import CommitLimits, Tickplant
 
 SYMBOLS = tuple(f"SYM{i:03d}" for i in range(40))
-BYTES_PER_TICK = 34
-PRODUCERS = 2  # ts, bid, ask, seq (8 bytes each) + symbol index (2)
+BYTES_PER_TICK = 34  # ts, bid, ask, seq (8 bytes each) + symbol index (2)
+PRODUCERS = 2
 
 
 def make_batch(size: int, start_ts: int) -> TickBatch:
@@ -113,16 +117,22 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q)) if values else float("nan")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short rounds, one size set")
+    results_io.add_mode_args(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per round and side")
     parser.add_argument("--sync", choices=["fsync", "none"], default="fsync")
-    parser.add_argument("--sizes", default="1,100,10000")
-    args = parser.parse_args()
-    rounds, seconds = (1, 0.5) if args.quick else (args.rounds, args.seconds)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    parser.add_argument("--sizes", default=None, help="batch sizes (default 1,100,10000)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.tiny:
+        rounds, seconds, default_sizes = 1, 0.1, "1,100"
+    elif args.quick:
+        rounds, seconds, default_sizes = 1, 0.5, "1,100,10000"
+    else:
+        rounds, seconds, default_sizes = args.rounds, args.seconds, "1,100,10000"
+    sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
     sync = SyncPolicy(args.sync)
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("TICKWIRE_BENCH_DIR")) as tmp:
@@ -168,6 +178,21 @@ def main() -> None:
             f"| {size:,} | {f:,.0f} | {t:,.0f} | {b:,.0f} | {f / b:.2f} | {t / b:.2f} "
             f"| {p50:.2f} / {p99:.2f} | {b50:.2f} / {b99:.2f} |"
         )
+    keys = ("batch", "live_tps", "alone_tps", "append_tps")
+    keys += ("commit_p50_ms", "commit_p99_ms", "append_p50_ms", "append_p99_ms")
+    results_io.write(
+        "ingest",
+        args,
+        {
+            "sync": sync.value,
+            "rounds": rounds,
+            "seconds": seconds,
+            "rows": [dict(zip(keys, row, strict=True)) for row in rows],
+        },
+        module="bench.ingest_bench",
+        seconds=time.perf_counter() - started,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ Cases (each at the same concurrency, over loopback, the server and wrk sharing t
 The tickwire server runs the simulator in load mode (200 ticks/s), so cached quote bodies are
 invalidated continuously, as in production. Baseline and cases alternate over the rounds.
 
-    python -m bench.rest_bench            # 3 rounds x 10 s per case
-    python -m bench.rest_bench --quick    # 1 round x 3 s
+    python -m bench.rest_bench            # 3 rounds x 10 s per case (about 3 min)
+    python -m bench.rest_bench --quick    # 1 round x 3 s, 2 days of history
+    python -m bench.rest_bench --tiny     # 1 round x 1 s, 8 connections: only checks it runs
+
+Needs ``wrk`` (``make bench-deps`` installs it). Results go to ``bench/results/rest.json``
+(see :mod:`bench.results_io`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from bench import results_io
 
 PAIRS = "EURUSD,GBPUSD,USDJPY,USDCHF,AUDUSD,USDCAD,NZDUSD,EURGBP,EURJPY,XAUUSD"
 MINIMAL_APP = textwrap.dedent(
@@ -85,18 +91,24 @@ def wrk(url: str, seconds: float, connections: int, threads: int = 1) -> dict[st
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    results_io.add_mode_args(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=None, help="default 64 (tiny: 8)")
     parser.add_argument("--backfill-days", type=float, default=30)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
-        sys.exit("rest_bench needs wrk (Debian: apt-get install wrk)")
-    rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
-    backfill = min(args.backfill_days, 2) if args.quick else args.backfill_days
+        sys.exit("rest_bench needs wrk (`make bench-deps`, or Debian: apt-get install wrk)")
+    started = time.perf_counter()
+    rounds, seconds = (args.rounds, args.seconds)
+    backfill = args.backfill_days
+    connections = args.connections or (8 if args.tiny else 64)
+    if args.quick:
+        rounds, seconds, backfill = 1, 3.0, min(backfill, 2)
+    elif args.tiny:
+        rounds, seconds, backfill = 1, 1.0, min(backfill, 0.02)
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -206,7 +218,7 @@ def main() -> None:
             results: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
             for r in range(rounds):
                 for name, url in cases.items():
-                    results[name].append(wrk(url, seconds, args.connections))
+                    results[name].append(wrk(url, seconds, connections))
                     last = results[name][-1]
                     print(
                         f"round {r + 1}: {name}: {last['rps']:,.0f} req/s, p50 "
@@ -223,9 +235,10 @@ def main() -> None:
                     proc.kill()
             log.close()
     base_rps = statistics.median(r["rps"] for r in results[next(iter(cases))])
-    print(f"\nREST load, wrk -c{args.connections}, {rounds} round(s) x {seconds:g} s, median\n")
+    print(f"\nREST load, wrk -c{connections}, {rounds} round(s) x {seconds:g} s, median\n")
     print("| case | req/s | vs baseline | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|")
+    rows = []
     for name, runs in results.items():
         rps = statistics.median(r["rps"] for r in runs)
         p50 = statistics.median(r["p50"] for r in runs)
@@ -234,6 +247,33 @@ def main() -> None:
         print(
             f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}× | {p50:.2f} | {p99:.2f} | {bad:.0f} |"
         )
+        rows.append(
+            {
+                "case": name,
+                "baseline": name == next(iter(cases)),
+                "rps": rps,
+                "vs_baseline": rps / base_rps,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "non2xx": bad,
+                "rounds": runs,
+            }
+        )
+    results_io.write(
+        "rest",
+        args,
+        {
+            "connections": connections,
+            "rounds": rounds,
+            "seconds": seconds,
+            "backfill_days": backfill,
+            "load_rate": 200,
+            "cases": rows,
+        },
+        module="bench.rest_bench",
+        seconds=time.perf_counter() - started,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

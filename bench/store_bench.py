@@ -1,7 +1,8 @@
 """Benchmark the DuckDB tick store against pandas and SQLite on the same synthetic ticks.
 
-    python bench/store_bench.py --ticks 10000000 --symbols 20
-    python bench/store_bench.py --quick
+    python -m bench.store_bench --ticks 10000000 --symbols 20   # the default (about 100 s)
+    python -m bench.store_bench --quick    # 200,000 ticks (about 6 s)
+    python -m bench.store_bench --tiny     # 20,000 ticks: only checks that it runs
 
 Builds a store of ``--ticks`` ticks over ``--days`` calendar days (FX hours only: the weekend has
 no ticks), fed through ``DuckDBStore.apply`` in batches of ``--batch`` ticks, then times:
@@ -15,7 +16,8 @@ The same queries run on pandas (per-symbol DataFrames in memory, ``DataFrame.res
 SQLite (stdlib ``sqlite3``, table with an index on ``(sym_id, ts)``; bars are fetched ticks
 aggregated with numpy, as SQLite has no first/last aggregate). Queries slower than ``--slow``
 seconds in their warm-up are timed once. Each engine's answer is checked against the store's.
-The machine is shared and noisy: compare ratios, not absolute figures.
+The machine is shared and noisy: compare ratios, not absolute figures. Results go to
+``bench/results/store.json`` (see :mod:`bench.results_io`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import results_io
 from tickwire import bars as barlib
 from tickwire.markethours import open_mask
 from tickwire.model import BarUnit, JournaledBatch, PriceSide
@@ -374,7 +377,8 @@ def report(
     store: tuple[dict[str, float], dict[str, float], int],
     pandas: dict[str, float],
     sqlite: tuple[float, dict[str, float], int, int],
-) -> None:
+) -> dict[str, Any]:
+    """Print the tables; return the results document's ``results``."""
     ingest, duck, duck_size = store
     sqlite_rate, sq, sqlite_size, n_sql = sqlite
     print(f"\n## Tick store: {len(data):,} ticks, {len(data.symbols)} symbols, {args.days} days\n")
@@ -415,9 +419,36 @@ def report(
     )
     if n_sql < len(data):
         print(f"\nSQLite holds only the first {n_sql:,} ticks (--sqlite-ticks).")
+    return {
+        "ticks": len(data),
+        "symbols": len(data.symbols),
+        "days": args.days,
+        "repeat": args.repeat,
+        "busiest": q.busiest,
+        "answers": {k: {"bars": v[0], "ticks": v[1]} for k, v in q.want.items()},
+        "queries_ms": {
+            "duckdb": {k: v * 1000 for k, v in duck.items()},
+            "pandas": {k: v * 1000 for k, v in pandas.items()},
+            "sqlite": {k: v * 1000 for k, v in sq.items()},
+        },
+        "ingest_tps": [
+            {"what": f"DuckDBStore.apply, {label}", "tps": rate} for label, rate in ingest.items()
+        ]
+        + [
+            {
+                "what": f"SQLite executemany, {args.batch:,} per commit, WAL",
+                "tps": sqlite_rate,
+                "ticks": n_sql,
+            }
+        ],
+        "bytes_per_tick": {
+            "duckdb": duck_size / len(data),
+            "sqlite": sqlite_size / n_sql,
+        },
+    }
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = Data(args.ticks, args.symbols, args.days)
     print(
@@ -432,7 +463,7 @@ def run(args: argparse.Namespace) -> None:
         pandas = run_pandas(args, data, q)
         print("SQLite...", file=sys.stderr)
         sqlite = run_sqlite(args, data, q, tmp)
-    report(args, data, q, store, pandas, sqlite)
+    return report(args, data, q, store, pandas, sqlite)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -458,13 +489,24 @@ def main(argv: list[str] | None = None) -> None:
         "--slow", type=float, default=3.0, help="time a query once if its warm-up takes longer (s)"
     )
     parser.add_argument("--tmp", default=None, help="directory for the temporary files")
-    parser.add_argument("--quick", action="store_true", help="200k ticks: a smoke run")
+    results_io.add_mode_args(parser)
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.quick:
         args.ticks, args.probe_ticks = 200_000, 200_000
+    if args.tiny:
+        args.ticks, args.probe_ticks, args.repeat = 20_000, 20_000, 1
     if args.sqlite_ticks is None:
         args.sqlite_ticks = args.ticks
-    run(args)
+    results = run(args)
+    results_io.write(
+        "store",
+        args,
+        results,
+        module="bench.store_bench",
+        seconds=time.perf_counter() - started,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":
