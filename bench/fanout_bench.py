@@ -48,8 +48,7 @@ connections, authenticated but not subscribed).
 
 **The 100 ms wake-ups dominate latency at millions of deliveries/s**: each one moves R/10 ticks
 to every client at once (~100 MB at 10 M/s), which takes tens of ms on loopback for any server.
-``--step-ms`` runs every source with another step (tickwire through
-``bench/fanout_peers/tickwire_paced.py``, which only changes ``SimulatorConfig.step``).
+``--step-ms`` runs every source with another step (tickwire with ``--sim-step-ms``).
 
     python -m bench.fanout_bench                 # grid, resume and memory (~11 min)
     python -m bench.fanout_bench --quick         # 100 and 1,000 clients, all symbols (~70 s)
@@ -314,14 +313,13 @@ class Bench:
             data.mkdir()
             shutil.copy(self.keys_file, data / "keys.json")
             http_port = free_port()
-            paced = self.step_ms != 100.0
-            if paced:  # the real server, with only the simulator's wake-up step changed
-                env["FANOUT_SIM_STEP"] = str(self.step_ms / 1000)
             cmd = [
                 sys.executable,
                 "-m",
-                "bench.fanout_peers.tickwire_paced" if paced else "tickwire",
+                "tickwire",
                 "serve",
+                "--sim-step-ms",
+                str(self.step_ms),
                 "--port",
                 str(http_port),
                 "--stream-port",
@@ -1059,8 +1057,8 @@ def main(argv: list[str] | None = None) -> None:
         "--step-ms",
         type=float,
         default=100.0,
-        help="simulator/tick-source wake-up step (tickwire's is 100 ms; other values run "
-        "tickwire through bench/fanout_peers/tickwire_paced.py)",
+        help="simulator/tick-source wake-up step, the same for every server (tickwire's "
+        "--sim-step-ms)",
     )
     parser.add_argument("--tickwire-args", default="", help="extra `tickwire serve` options")
     parser.add_argument("--no-resume", action="store_true", help="same as leaving it out of --only")
