@@ -66,7 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tick_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 90.0
     """Raw ticks older than this are dropped from the store (bars are kept); 0 keeps all."""
     store_flush_ms: Annotated[float, msgspec.Meta(ge=1, le=60_000)] = 100.0
-    """How often the store writer applies new ticks to the history store."""
+    """How often the store writer applies new ticks to the history store (at most; under load it
+    also rests 9× as long as an apply took)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging level: debug, info, warning or error."""
 

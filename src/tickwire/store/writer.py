@@ -2,8 +2,12 @@
 
 It consumes the bus after the store's high-water mark, so after a crash it replays exactly the
 ticks the store is missing. It applies at most every ``flush_interval`` seconds and at most
-``max_ticks`` per apply, so the store sees few large writes. When the store falls behind the
-bus's ring, the bus serves it from the journal: memory stays bounded.
+``max_ticks`` per apply, so the store sees few large writes. After an apply it also rests at
+least ``(1 - max_duty) / max_duty`` times as long as the apply took: an apply has a fixed cost
+(a transaction, the merge into the 1-minute rollup), so under a high tick rate the writer makes
+fewer, larger applies and stays near ``max_duty`` of a core instead of growing with the rate.
+When the store falls behind the bus's ring, the bus serves it from the journal: memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ class StoreWriter:
         after: int,
         flush_interval: float = 0.1,
         max_ticks: int = 500_000,
+        max_duty: float = 0.1,
     ) -> None:
+        if not 0 < max_duty <= 1:
+            raise ValueError("max_duty must be in (0, 1]")
         self.store = store
         self.bus = bus
         self.flush_interval = flush_interval
+        self.rest_factor = (1 - max_duty) / max_duty
         self.max_ticks = max_ticks
         self.applied_offset = after
         self.applied_ticks = 0
@@ -55,11 +63,14 @@ class StoreWriter:
     async def run(self) -> None:
         """Apply batches until cancelled: everything available, then rest for the interval."""
         subscription = self.bus.subscribe(self.applied_offset)
+        loop = asyncio.get_running_loop()
         while True:
             batches = await subscription.next(max_ticks=self.max_ticks)
+            started = loop.time()
             await self._apply(batches)
+            took = loop.time() - started
             if sum(len(b) for b in batches) < self.max_ticks:
-                await asyncio.sleep(self.flush_interval)
+                await asyncio.sleep(max(self.flush_interval, took * self.rest_factor))
 
     async def _apply(self, batches: list[JournaledBatch]) -> None:
         while True:
