@@ -45,7 +45,7 @@ def test_the_page_documents_every_command() -> None:
     """Each command has a section and at least one runnable example."""
     text = DOC.read_text()
     examples = "\n".join(BLOCKS)
-    for name in ("serve", "keys", "quote", "bars", "ticks", "convert", "stream"):
+    for name in ("serve", "keys", "quote", "bars", "ticks", "convert", "stream", "bench"):
         assert f"## `{name}`" in text, name
         assert f"tickwire {name}" in examples, name
     assert "--count 20 --format jsonl" in examples

@@ -228,10 +228,12 @@ class _BackfillLog:
 
 def _register_subcommands() -> None:
     from .access.cli import keys
+    from .benchmarks.cli import register as register_bench
     from .cli_data import register
 
     cli.add_command(keys)
     register(cli)
+    register_bench(cli)
 
 
 _register_subcommands()
