@@ -14,6 +14,11 @@ Events (``data`` is one JSON object):
   be resumed; the stream then ends, and the client should fetch history over REST and reconnect
   without a position.
 
+Within a ``ticks`` event the ticks are grouped by symbol, each symbol's in ``seq`` order; every
+tick of an event has a larger offset than every tick of the events before it (the ordering rules
+of the native stream's frames). Each batch is encoded once per symbol for every connection
+(:class:`SharedPieces`), so a connection's cost per event is joining its symbols' pieces.
+
 A slow reader is never buffered for: each connection pulls from the bus at its own pace (ring,
 then journal), so memory stays bounded; one that falls behind the journal's retention gets
 ``resume: too_old`` and the stream ends.
@@ -23,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -37,43 +43,94 @@ from ..api.params import parse_choice, parse_symbols
 from ..errors import JournalUnavailableError, PositionUnavailableError
 from ..model import JournaledBatch, Position
 from ..node import Node
+from ..protocol import encode_quotes_json, encode_ticks_json
 
-__all__ = ["routes"]
+__all__ = ["SharedPieces", "routes"]
 
 HEARTBEAT_SECONDS = 5.0
 MAX_TICKS_PER_EVENT = 5_000
+SHARED_PIECES_BYTES = 32 * 1024 * 1024
 _encoder = msgspec.json.Encoder()
 
-
-class _Tick(msgspec.Struct, array_like=False):
-    s: str
-    b: float
-    a: float
-    t: int
-    e: int
-    o: int
-    q: int
+_BatchKey = tuple[int, int, int]  # epoch, first offset, last offset
 
 
-def _select(batch: JournaledBatch, wanted: set[str]) -> list[_Tick]:
-    local = [i for i, name in enumerate(batch.symbols) if name in wanted]
-    if not local:
-        return []
-    mask = np.isin(batch.sym, np.array(local, dtype=np.uint16))
-    idx = np.flatnonzero(mask)
-    names = batch.symbols
-    sym, seq = batch.sym[idx].tolist(), batch.seq[idx].tolist()
-    ts, bid, ask = batch.ts[idx].tolist(), batch.bid[idx].tolist(), batch.ask[idx].tolist()
-    offsets = (batch.first_offset + idx).tolist()
-    return [
-        _Tick(names[s], b, a, t, batch.epoch, o, q)
-        for s, b, a, t, o, q in zip(sym, bid, ask, ts, offsets, seq, strict=True)
+class SharedPieces:
+    """Each batch's ticks encoded once, per symbol, for every SSE connection.
+
+    ``ticks(batch)`` gives each symbol's ticks as comma-joined JSON objects (the native
+    stream's wire form: ``s b a t e o q``) and ``quotes(batch)`` each symbol's last tick. The
+    encodings of recent batches are kept, least recently used first out, within ``max_bytes``;
+    a batch evicted and asked for again is encoded again. A connection that starts mid-batch
+    gets its own slice encoded (it is another batch key).
+    """
+
+    def __init__(self, max_bytes: int = SHARED_PIECES_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._cache: OrderedDict[tuple[str, _BatchKey], dict[str, bytes]] = OrderedDict()
+
+    def ticks(self, batch: JournaledBatch) -> dict[str, bytes]:
+        return self._get("ticks", batch, encode_ticks_json)
+
+    def quotes(self, batch: JournaledBatch) -> dict[str, bytes]:
+        return self._get("quotes", batch, encode_quotes_json)
+
+    def _get(
+        self,
+        kind: str,
+        batch: JournaledBatch,
+        encode: Callable[[JournaledBatch], Mapping[str, bytes]],
+    ) -> dict[str, bytes]:
+        key = (kind, (batch.epoch, batch.first_offset, batch.last_offset))
+        cache = self._cache
+        pieces = cache.get(key)
+        if pieces is not None:
+            cache.move_to_end(key)
+            return pieces
+        pieces = cache[key] = dict(encode(batch))
+        self.size += sum(map(len, pieces.values()))
+        while self.size > self.max_bytes and len(cache) > 1:
+            _, evicted = cache.popitem(last=False)
+            self.size -= sum(map(len, evicted.values()))
+        return pieces
+
+
+_SHARED: weakref.WeakKeyDictionary[Node, SharedPieces] = weakref.WeakKeyDictionary()
+
+
+def _shared(node: Node) -> SharedPieces:
+    shared = _SHARED.get(node)
+    if shared is None:
+        shared = _SHARED[node] = SharedPieces()
+    return shared
+
+
+def _ticks_body(shared: SharedPieces, batches: Sequence[JournaledBatch], wanted: set[str]) -> bytes:
+    parts = [
+        piece for batch in batches for name, piece in shared.ticks(batch).items() if name in wanted
     ]
+    return b'{"ticks":[' + b",".join(parts) + b"]}" if parts else b""
+
+
+def _quotes_body(
+    shared: SharedPieces, batches: Sequence[JournaledBatch], wanted: set[str]
+) -> bytes:
+    latest: dict[str, bytes] = {}
+    for batch in reversed(batches):  # the latest batch that has a symbol wins
+        for name, piece in shared.quotes(batch).items():
+            if name in wanted and name not in latest:
+                latest[name] = piece
+    return b'{"ticks":[' + b",".join(latest.values()) + b"]}" if latest else b""
 
 
 def _event(kind: str, data: Any, event_id: str | None = None) -> bytes:
+    return _raw_event(kind, _encoder.encode(data), event_id)
+
+
+def _raw_event(kind: str, data: bytes, event_id: str | None = None) -> bytes:
     head = f"event: {kind}\n" + (f"id: {event_id}\n" if event_id else "")
-    return head.encode() + b"data: " + _encoder.encode(data) + b"\n\n"
+    return b"".join((head.encode(), b"data: ", data, b"\n\n"))
 
 
 def _start_position(request: Request, node: Node) -> Position | None:
@@ -141,6 +198,7 @@ async def _events(
             return
         after = start.offset
     subscription = bus.subscribe(after)
+    shared = _shared(node)
     yield _event("hello", {"epoch": bus.epoch, "offset": after, "channel": channel})
     while True:
         try:
@@ -157,15 +215,13 @@ async def _events(
             return
         except JournalUnavailableError:
             return  # the server is stopping
-        ticks = [t for b in batches for t in _select(b, wanted)]
         last = batches[-1]
         if channel == "quotes":
-            latest: dict[str, _Tick] = {}
-            for t in ticks:
-                latest[t.s] = t
-            ticks = list(latest.values())
-        if ticks:
-            yield _event("ticks", {"ticks": ticks}, f"{last.epoch}:{last.last_offset}")
+            body = _quotes_body(shared, batches, wanted)
+        else:
+            body = _ticks_body(shared, batches, wanted)
+        if body:
+            yield _raw_event("ticks", body, f"{last.epoch}:{last.last_offset}")
 
 
 routes: list[BaseRoute] = [Route("/v1/sse", sse, methods=["GET"])]
