@@ -286,7 +286,8 @@ def rest_vs_ws(
             if count:
                 progress.advance(task)
             count += 1
-            text = f"cell {count}/{cells}  {method:<9} {rate:>6g} ticks/s × {n:>5,} clients"
+            clients = "client " if n == 1 else "clients"
+            text = f"cell {count}/{cells}  {method:<9} {rate:>6g} ticks/s × {n:>5,} {clients}"
             progress.update(task, description=text)
             if not console.is_terminal:  # a log, not a bar: one line per cell
                 click.echo(text, err=True)

@@ -197,6 +197,11 @@ def rate_text(rate: float) -> str:
     return f"{rate:,.0f}" if rate == int(rate) else f"{rate:,.1f}"
 
 
+def per_second(rate: float) -> str:
+    """A tick rate with its unit: ``1 tick/s``, ``1,000 ticks/s``."""
+    return f"{rate_text(rate)} tick{'' if rate == 1 else 's'}/s"
+
+
 def ms_per_1k(result: CellResult) -> float | None:
     """Server CPU milliseconds per 1,000 delivered ticks, above the idle server."""
     return None if result.server_cpu_s_per_1k is None else result.server_cpu_s_per_1k * 1000
@@ -221,7 +226,7 @@ class _Grid:
 
 
 def _where(r: CellResult) -> str:
-    return f"{r.clients:,} client{'s' if r.clients != 1 else ''} × {rate_text(r.rate)} ticks/s"
+    return f"{r.clients:,} client{'s' if r.clients != 1 else ''} × {per_second(r.rate)}"
 
 
 def what_this_means(results: Sequence[CellResult]) -> list[str]:
@@ -237,11 +242,11 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
     rest1 = [grid.get("rest-1s", rate, first_clients) for rate in grid.rates]
     rest1_rows = [r for r in rest1 if r is not None and r.missed_fraction is not None]
     if rest1_rows:
-        parts = [f"{pct(r.missed_fraction)} at {rate_text(r.rate)} ticks/s" for r in rest1_rows]
+        parts = [f"{pct(r.missed_fraction)} at {per_second(r.rate)}" for r in rest1_rows]
         ref = next((r for r in rest1_rows if r.rate == ref_rate), rest1_rows[-1])
         out.append(
             f"With {who}, REST polling every second missed {_join(parts)} (of the ticks "
-            f"published); at {rate_text(ref.rate)} ticks/s the quotes it did get were "
+            f"published); at {per_second(ref.rate)} the quotes it did get were "
             f"{num(ref.staleness_p50_ms)} ms old at the median and {num(ref.staleness_p99_ms)} ms "
             f"at p99."
         )
@@ -274,7 +279,7 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
         ratio = fast.bytes_per_tick / ws.bytes_per_tick
         per_client = fast.messages_per_s / max(1, fast.connected)
         out.append(
-            f"Polling as fast as needed (`rest-fast`) at {rate_text(ref_rate)} ticks/s with "
+            f"Polling as fast as needed (`rest-fast`) at {per_second(ref_rate)} with "
             f"{who} took {num(per_client)} requests/s per client, missed "
             f"{pct(fast.missed_fraction)} and moved {num(fast.bytes_per_tick)} bytes per "
             f"delivered tick: {num(ratio)}× the {num(ws.bytes_per_tick)} bytes per tick of "
@@ -322,7 +327,7 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
         costs.sort(key=lambda r: r.bytes_per_tick or 0)
         parts = [f"`{r.method}` {num(r.bytes_per_tick)}" for r in costs]
         out.append(
-            f"Bytes on the wire per delivered tick at {rate_text(ref_rate)} ticks/s with "
+            f"Bytes on the wire per delivered tick at {per_second(ref_rate)} with "
             f"{who}, both directions, headers and framing included: {', '.join(parts)}."
         )
 
