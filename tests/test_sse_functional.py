@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_ticks_carry_positions_and_resume_without_gap(server: ServerProcess) -> 
     assert len(offsets) == len(set(offsets))
     # grouped by symbol within an event; every tick of an event is after the earlier events'
     events = [[t["o"] for t in data["ticks"]] for _, _, data in first + second]
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert min(after) > max(before)
     for symbol in ("EURUSD", "GBPUSD"):
         seqs = [t["q"] for t in ticks if t["s"] == symbol]
