@@ -53,6 +53,28 @@ async def test_writer_rests_in_proportion_to_apply_time(tmp_path: Path, batch_fa
     await plant.stop()
 
 
+async def test_a_slow_apply_rests_at_most_max_rest(tmp_path: Path, batch_factory) -> None:  # type: ignore[no-untyped-def]
+    """An apply of ≥ 0.3 s would earn ≥ 2.7 s of rest at ``max_duty`` 0.1; the cap is 1 s, so
+    ticks published meanwhile reach the store well before that."""
+    plant = build(tmp_path / "journal")
+    store = await SlowStore.open(tmp_path / "store.duckdb")
+    assert isinstance(store, SlowStore)
+    store.APPLY_S = 0.3
+    writer = StoreWriter(store, plant.bus, after=0, flush_interval=0.01, max_duty=0.1)
+    await plant.submit(batch_factory(50, seed=0))
+    await plant.flush()
+    task = asyncio.create_task(writer.run())
+    await writer.wait_caught_up(50)  # the first apply is done: its rest starts now
+    await plant.submit(batch_factory(50, seed=1, start_ts=1_767_000_100_000_000_000))
+    await plant.flush()
+    await asyncio.wait_for(writer.wait_caught_up(100), 2.5)  # uncapped: ≥ 2.7 s + an apply
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.aclose()
+    await plant.stop()
+
+
 async def test_max_duty_must_be_a_fraction(tmp_path: Path) -> None:
     plant = build(tmp_path / "journal")
     for duty in (0.0, 1.5):

@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Raw ticks older than this are dropped from the store (bars are kept); 0 keeps all."""
     store_flush_ms: Annotated[float, msgspec.Meta(ge=1, le=60_000)] = 100.0
     """How often the store writer applies new ticks to the history store (at most; under load it
-    also rests 9× as long as an apply took)."""
+    also rests 9× as long as an apply took, at most 1 s)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging level: debug, info, warning or error."""
 

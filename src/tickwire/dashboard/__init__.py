@@ -10,6 +10,7 @@ where the stream gateway listens, since it is on its own port.
 from __future__ import annotations
 
 import html
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +30,9 @@ _STREAM_PORT_PLACEHOLDER = "{{stream_port}}"
 _VERSION_PLACEHOLDER = "{{version}}"
 
 
+@cache
 def _render(stream_port: int) -> str:
+    """The page for a stream port, read from the package once (no file I/O per request)."""
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     return page.replace(_STREAM_PORT_PLACEHOLDER, str(stream_port)).replace(
         _VERSION_PLACEHOLDER, html.escape(__version__)

@@ -3,9 +3,11 @@
 It consumes the bus after the store's high-water mark, so after a crash it replays exactly the
 ticks the store is missing. It applies at most every ``flush_interval`` seconds and at most
 ``max_ticks`` per apply, so the store sees few large writes. After an apply it also rests at
-least ``(1 - max_duty) / max_duty`` times as long as the apply took: an apply has a fixed cost
-(a transaction, the merge into the 1-minute rollup), so under a high tick rate the writer makes
-fewer, larger applies and stays near ``max_duty`` of a core instead of growing with the rate.
+least ``(1 - max_duty) / max_duty`` times as long as the apply took, up to ``max_rest``
+seconds: an apply has a fixed cost (a transaction, the merge into the 1-minute rollup), so under
+a high tick rate the writer makes fewer, larger applies and stays near ``max_duty`` of a core
+instead of growing with the rate, while one slow apply (a loaded disk, a retry) never leaves the
+store more than ``max_rest`` behind.
 When the store falls behind the bus's ring, the bus serves it from the journal: memory stays
 bounded.
 """
@@ -36,6 +38,7 @@ class StoreWriter:
         flush_interval: float = 0.1,
         max_ticks: int = 500_000,
         max_duty: float = 0.1,
+        max_rest: float = 1.0,
     ) -> None:
         if not 0 < max_duty <= 1:
             raise ValueError("max_duty must be in (0, 1]")
@@ -43,6 +46,7 @@ class StoreWriter:
         self.bus = bus
         self.flush_interval = flush_interval
         self.rest_factor = (1 - max_duty) / max_duty
+        self.max_rest = max(max_rest, flush_interval)
         self.max_ticks = max_ticks
         self.applied_offset = after
         self.applied_ticks = 0
@@ -70,7 +74,8 @@ class StoreWriter:
             await self._apply(batches)
             took = loop.time() - started
             if sum(len(b) for b in batches) < self.max_ticks:
-                await asyncio.sleep(max(self.flush_interval, took * self.rest_factor))
+                rest = min(took * self.rest_factor, self.max_rest)
+                await asyncio.sleep(max(self.flush_interval, rest))
 
     async def _apply(self, batches: list[JournaledBatch]) -> None:
         while True:
