@@ -1130,12 +1130,15 @@ def test_overflow_without_a_prior_warning_still_warns_first() -> None:
 
 
 def test_conflated_client_just_gets_fewer_updates() -> None:
-    """Without ticks subscriptions a full buffer means CONFLATE, never a close or a warning."""
+    """Without ticks subscriptions a full buffer means CONFLATE, without a warning; only a
+    client that stops reading altogether (4× the limit) is closed, so memory stays bounded."""
     session = opened(limits=SessionLimits(send_buffer_bytes=10_000))
     send(session, {"action": "subscribe", "channel": "quotes", "symbols": ["EURUSD"]})
     assert session.backlog(6_000, position=None) is Flow.CONFLATE
-    assert session.backlog(10**9, position=None) is Flow.CONFLATE
+    assert session.backlog(40_000, position=None) is Flow.CONFLATE
     assert drain(session) == [] and session.actions() == [] and not session.closed
+    assert session.backlog(40_001, position=None) is Flow.STOP
+    assert drain(session) == [] and session.actions() == [Close(4009, "slow consumer")]
 
 
 # -- conflation ---------------------------------------------------------------------------

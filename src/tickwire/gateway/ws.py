@@ -47,6 +47,7 @@ from ..protocol import (
     BarState,
     Channel,
     Close,
+    CloseCode,
     Encoding,
     Flow,
     Interval,
@@ -374,7 +375,7 @@ class Gateway:
         cursor = action.from_position.offset
         try:
             subscription = self.node.bus.subscribe(cursor)
-            while cursor < self.delivered:
+            while cursor < self.delivered and not conn.session.closed:
                 batches = await subscription.next(
                     max_ticks=min(REPLAY_CHUNK_TICKS, self.delivered - cursor)
                 )
@@ -397,11 +398,18 @@ class Gateway:
                 action, status=ResumeStatus.TOO_OLD, stream=self.stream_state()
             )
         except JournalUnavailableError:
+            return  # the server is stopping
+        except Exception:
+            # the client was told "replaying": never leave it waiting for a "live" that won't come
+            log.exception("session %s: replay failed", conn.session.id)
+            conn.session.close(CloseCode.INTERNAL_ERROR, "replay failed; resume again")
+            conn.pump()
             return
         else:
             conn.session.replay_finished(action)
-        # caught up: join the live fan-out in this same step, so nothing is missed or repeated
-        conn.live_ticks = conn.live_ticks | symbols
+        # caught up: join the live fan-out in this same step, so nothing is missed or repeated;
+        # only the symbols still subscribed (the client may have unsubscribed meanwhile)
+        conn.live_ticks = conn.live_ticks | (symbols & conn.session.symbols(Channel.TICKS))
         conn.pump()
 
     # -- fan-out ----------------------------------------------------------------------------
@@ -449,13 +457,14 @@ class Gateway:
         connections = list(self.connections)
         shared = Counter((c.codec.encoding, c.live_ticks) for c in connections if c.live_ticks)
         now = time.monotonic()
+        flows: dict[_Connection, Flow] = {}
         for conn in connections:
             session = conn.session
             transport = conn.transport
             if transport is None or session.closed:
                 continue
             buffered = transport.underlying_transport.get_write_buffer_size()
-            flow = session.backlog(buffered, position=conn.last_written)
+            flow = flows[conn] = session.backlog(buffered, position=conn.last_written)
             if flow is Flow.STOP:
                 conn.pump()
                 continue
@@ -476,23 +485,29 @@ class Gateway:
                     conn.send(frame)
                     self.frames_sent += 1
                 conn.last_written = position
-            if flow is Flow.OPEN and len(session.quotes):
+            if len(session.quotes):
                 latest = quotes.get(codec.encoding)
                 if latest is None:
                     latest = quotes[codec.encoding] = codec.encode_quotes(batches)
+                # always offered (it only replaces what is pending), sent only when not backed up
                 session.quotes.offer_many(latest)
-                due = session.quotes.due(now)
-                if due:
-                    conn.send(codec.frame_quotes(due))
+                if flow is Flow.OPEN:
+                    due = session.quotes.due(now)
+                    if due:
+                        conn.send(codec.frame_quotes(due))
             conn.pump()
         if bar_events:
             encoded_bars: dict[tuple[Encoding, str, Interval, PriceSide, int, BarState], bytes] = {}
             for conn in bar_subscribers:
-                if conn.session.closed:
+                flow = flows.get(conn, Flow.STOP)
+                if flow is Flow.STOP or conn.session.closed:
                     continue
                 codec = conn.codec
                 for symbol, interval, side in conn.session.bar_subscriptions():
                     for event in bar_events.get((symbol, interval, side), ()):
+                        if flow is Flow.CONFLATE and event.state is BarState.FORMING:
+                            continue  # held back: the next forming update carries the latest
+
                         key = (codec.encoding, symbol, interval, side, event.bar.start, event.state)
                         frame = encoded_bars.get(key)
                         if frame is None:
@@ -515,10 +530,12 @@ class Gateway:
                     continue
                 if now >= session.deadline:
                     session.tick(now, state)
-                if len(session.quotes):
-                    due = session.quotes.due(now)
-                    if due:
-                        conn.send(conn.codec.frame_quotes(due))
+                if len(session.quotes) and conn.transport is not None:
+                    buffered = conn.transport.underlying_transport.get_write_buffer_size()
+                    if session.backlog(buffered, position=conn.last_written) is Flow.OPEN:
+                        due = session.quotes.due(now)
+                        if due:
+                            conn.send(conn.codec.frame_quotes(due))
                 conn.pump()
 
 

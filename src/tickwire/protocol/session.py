@@ -313,6 +313,10 @@ class Close(msgspec.Struct, frozen=True):
 Action = Authenticate | Subscribe | Unsubscribe | SendPing | Close
 
 
+CONFLATED_OVERFLOW: Final = 4
+"""A connection without ticks is closed once its send buffer holds this many times the limit."""
+
+
 class Flow(enum.Enum):
     """What the fan-out may write to a connection, from :meth:`NativeSession.backlog`."""
 
@@ -708,7 +712,9 @@ class NativeSession:
 
         * ``buffered > limit``: a lossless connection (one with a ticks subscription) gets a
           ``lag`` warning if it had none, then :class:`Close` 4009 whose reason carries
-          ``position``: STOP. Any other connection: CONFLATE (it just gets fewer updates).
+          ``position``: STOP. Any other connection: CONFLATE (it just gets fewer updates),
+          until ``buffered > CONFLATED_OVERFLOW × limit`` (it has stopped reading even the
+          held-back updates): :class:`Close` 4009, STOP.
         * ``buffered ≥ warn``: a lossless connection gets one ``lag`` warning per episode (the
           next once the buffer fell below ``warn / 2``): CONFLATE.
         * otherwise: OPEN.
@@ -722,7 +728,10 @@ class NativeSession:
         lossless = self.lossless
         if buffered > limit:
             if not lossless:
-                return Flow.CONFLATE
+                if buffered <= CONFLATED_OVERFLOW * limit:
+                    return Flow.CONFLATE
+                self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                return Flow.STOP
             if not self._lag_warned:
                 self._lag(buffered, position)
             where = f", resume from {position}" if position is not None else ""
