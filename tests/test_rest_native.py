@@ -19,12 +19,14 @@ from tickwire.server.app import create_app
 
 from .serverproc import ServerProcess
 
+EUR_ONLY_KEY_NAME = "eur-only"
+
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """A real server with two days of history and a steady load."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real server with two days of history and a steady load, and a key for EUR* only."""
     data: Path = tmp_path_factory.mktemp("rest") / "data"
-    server = ServerProcess(
+    proc = ServerProcess(
         data,
         "--backfill-days",
         "2",
@@ -36,10 +38,15 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         "--store-flush-ms",
         "20",
     )
-    with (
-        server,
-        httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": server.key}) as http,
-    ):
+    data.mkdir(parents=True)
+    proc.eur_only_key = proc.create_key(EUR_ONLY_KEY_NAME, "--symbols", "EUR*")
+    with proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": server.key}) as http:
         yield http
 
 
@@ -268,6 +275,21 @@ def test_catalogue_and_market(client: httpx.Client) -> None:
         ("/v1/convert", {"from": "EUR", "to": "USD"}, 400, "missing_parameter", "amount"),
         (
             "/v1/convert",
+            {"from": "EUR", "to": "JPY", "amount": "1e308"},
+            400,
+            "invalid_parameter",
+            "amount",
+        ),
+        (
+            "/v1/convert",
+            {"from": "EURUSD", "to": "JPY", "amount": "1"},
+            400,
+            "unknown_currency",
+            "from",
+        ),
+        ("/v1/ticks/EURUSD", {"from": "²"}, 400, "invalid_parameter", "from"),  # a digit, not 0-9
+        (
+            "/v1/convert",
             {"from": "XYZ", "to": "USD", "amount": "1"},
             400,
             "unknown_currency",
@@ -294,6 +316,16 @@ def test_bad_input_is_a_clear_4xx(
 ) -> None:
     """Every bad parameter answers a 4xx JSON error with a code and the parameter's name."""
     assert_error(get(client, path, status, **params), code, param)
+
+
+def test_symbol_detail_respects_entitlements(server: ServerProcess) -> None:
+    """/v1/symbols/{symbol} carries the live quote, so a key must be entitled to the symbol."""
+    headers = {"X-API-Key": server.eur_only_key}
+    allowed = httpx.get(f"{server.url}/v1/symbols/EURUSD", headers=headers, timeout=30)
+    assert allowed.status_code == 200 and allowed.json()["code"] == "EURUSD"
+    refused = httpx.get(f"{server.url}/v1/symbols/GBPUSD", headers=headers, timeout=30)
+    assert refused.status_code == 403
+    assert_error(refused.json(), "not_entitled", "symbol")
 
 
 def test_wrong_method_is_405(client: httpx.Client) -> None:

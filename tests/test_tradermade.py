@@ -753,6 +753,7 @@ async def test_convert_shape_and_total(client: httpx.AsyncClient, node: Node) ->
         ("from=EUR&to=GBP&amount=-1", "amount"),
         ("from=EUR&to=GBP&amount=nan", "amount"),
         ("from=EUR&to=GBP&amount=inf", "amount"),
+        ("from=EUR&to=GBP&amount=1e308", "amount"),  # the total would not be a finite number
         ("from=EUR&to=GBP&amount=abc", "amount"),
         ("from=EUR&to=GBP", "amount"),
         ("from=EUR&to=BRL&amount=1", "to"),

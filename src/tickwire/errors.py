@@ -26,6 +26,7 @@ __all__ = [
     "JournalCorruptError",
     "JournalError",
     "JournalUnavailableError",
+    "NoRateError",
     "PositionUnavailableError",
     "StoreError",
     "TickwireError",
@@ -50,6 +51,14 @@ class UnknownSymbolError(TickwireError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+class NoRateError(UnknownSymbolError):
+    """The currencies are known, but no quote for the pair (direct, inverse or cross) exists yet."""
+
+    def __init__(self, pair: str) -> None:
+        TickwireError.__init__(self, f"no live rate for {pair} yet")
+        self.symbol = pair
 
 
 class InvalidQueryError(TickwireError, ValueError):

@@ -14,12 +14,14 @@ from collections.abc import Callable
 import msgspec
 
 from .catalog import Catalog
-from .errors import InvalidQueryError, UnknownSymbolError
+from .errors import InvalidQueryError, NoRateError, UnknownSymbolError
 from .model import Quote
 
-__all__ = ["Conversion", "DerivedQuote", "Leg", "convert", "derive_quote"]
+__all__ = ["MAX_AMOUNT", "Conversion", "DerivedQuote", "Leg", "convert", "derive_quote"]
 
 HUBS = ("USD", "EUR", "GBP", "JPY")
+MAX_AMOUNT = 1e15
+"""The largest amount converted (a quadrillion): the total stays a finite JSON number."""
 QuoteLookup = Callable[[str], Quote | None]
 
 
@@ -77,9 +79,11 @@ def _leg(catalog: Catalog, lookup: QuoteLookup, base: str, quote: str) -> Leg | 
 
 
 def derive_quote(catalog: Catalog, lookup: QuoteLookup, base: str, quote: str) -> DerivedQuote:
-    """A quote for ``base``/``quote``; raises :class:`UnknownSymbolError` if none can be made.
+    """A quote for ``base``/``quote``.
 
-    Currencies are three-letter codes known to the catalogue.
+    Currencies are three-letter codes known to the catalogue: raises
+    :class:`UnknownSymbolError` for a code that is not, and :class:`NoRateError` (a subclass)
+    when no direct, inverse or cross quote exists yet.
     """
     base, quote = base.strip().upper(), quote.strip().upper()
     currencies = catalog.currencies()
@@ -106,14 +110,16 @@ def derive_quote(catalog: Catalog, lookup: QuoteLookup, base: str, quote: str) -
                 "cross",
                 (first, second),
             )
-    raise UnknownSymbolError(base + quote)
+    raise NoRateError(base + quote)
 
 
 def convert(
     catalog: Catalog, lookup: QuoteLookup, source: str, target: str, amount: float
 ) -> Conversion:
     """Convert ``amount`` of ``source`` into ``target`` at the mid rate."""
-    if not amount >= 0 or amount != amount or amount == float("inf"):
-        raise InvalidQueryError("amount must be a finite, non-negative number", param="amount")
+    if not 0 <= amount <= MAX_AMOUNT:  # also refuses NaN
+        raise InvalidQueryError(
+            f"amount must be a number from 0 to {MAX_AMOUNT:.0e}", param="amount"
+        )
     quote = derive_quote(catalog, lookup, source, target)
     return Conversion(quote.base, quote.quote, amount, quote.mid, amount * quote.mid, quote)

@@ -66,7 +66,7 @@ def _quota(ctx: click.Context, param: click.Parameter, value: str | None) -> int
     text = value.strip().lower().replace("_", "").replace(",", "")
     if text in ("unlimited", "none"):
         return "unlimited"
-    if text.isdigit() and int(text) >= 1:
+    if text.isascii() and text.isdigit() and int(text) >= 1:
         return int(text)
     raise click.BadParameter(f"{value!r} is not a whole number ≥ 1 or 'unlimited'")
 

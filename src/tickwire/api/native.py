@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..access.keys import entitled
-from ..errors import InvalidQueryError, UnknownSymbolError
+from ..errors import InvalidQueryError, NoRateError, UnknownSymbolError
 from ..livestate import LiveState
 from ..markethours import market_status
 from ..model import BarUnit, Kind, PriceSide, Quote, Symbol
@@ -332,28 +332,21 @@ async def convert(request: Request) -> Response:
     """Convert an amount between currencies: direct pair, inverse, or a cross through a hub."""
     node = node_of(request)
     params = request.query_params
-    source = params.get("from", "")[:8]
-    target = params.get("to", "")[:8]
+    source = params.get("from", "")
+    target = params.get("to", "")
     if not source:
         raise ApiError(400, "missing_parameter", "from is required", param="from")
     if not target:
         raise ApiError(400, "missing_parameter", "to is required", param="to")
     amount = parse_float(params, "amount")
-    if amount < 0:
-        raise invalid("amount", "amount must not be negative")
     try:
         result = convert_amount(node.catalog, node.live.quote, source, target, amount)
+    except NoRateError as exc:
+        raise ApiError(404, "no_rate", str(exc), param="to") from None
     except UnknownSymbolError as exc:
         param = "from" if exc.symbol == source.strip().upper() else "to"
-        if len(exc.symbol) == 6:
-            raise ApiError(
-                404,
-                "no_rate",
-                f"no live rate for {exc.symbol} yet",
-                param="to",
-            ) from None
         raise ApiError(
-            400, "unknown_currency", f"unknown currency {exc.symbol!r}", param=param
+            400, "unknown_currency", f"unknown currency {exc.symbol[:16]!r}", param=param
         ) from None
     except InvalidQueryError as exc:
         raise invalid(exc.param or "to", str(exc)) from None
@@ -410,6 +403,7 @@ async def symbol(request: Request) -> Response:
     """One symbol's metadata, with its market status and last quote."""
     node = node_of(request)
     found = parse_symbol(node.catalog, request.path_params["symbol"])
+    _require_entitled(request, [found], "symbol")  # the body carries its live quote
     quote = node.live.quote(found.code)
     status = market_status(time.time_ns(), found.kind)
     return _json(

@@ -55,7 +55,7 @@ def parse_time(params: Mapping[str, str], name: str, default: int | None = None)
         if default is None:
             raise ApiError(400, "missing_parameter", f"{name} is required", param=name)
         return default
-    if raw.isdigit() and len(raw) <= 15:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 15:
         ns = int(raw) * 1_000_000
     else:
         try:

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from ..catalog import Catalog
 from ..model import Kind
+from ..rates import MAX_AMOUNT
 
 __all__ = [
     "DAY_NS",
@@ -173,8 +174,8 @@ def parse_amount(name: str, text: str) -> float:
         value = float(text)
     except ValueError as exc:
         raise invalid(name, str(exc)) from None
-    if not math.isfinite(value) or value < 0:
-        raise invalid(name, f"amount must be a finite number >= 0, got {text!r}")
+    if not 0 <= value <= MAX_AMOUNT:  # also refuses NaN and infinities
+        raise invalid(name, f"amount must be a number from 0 to {MAX_AMOUNT:.0e}, got {text!r}")
     return value
 
 

@@ -205,7 +205,11 @@ def parse_head(raw: bytes) -> HttpResponse:
     """A response head (status line and headers, without the blank line); names lower-cased."""
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith("HTTP/1.")
+        or not (parts[1].isascii() and parts[1].isdigit())
+    ):
         raise ProtocolError(f"bad status line {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

@@ -46,7 +46,7 @@ class Position(msgspec.Struct, frozen=True, order=True):
         if isinstance(text, Position):
             return text
         epoch, sep, offset = text.partition(":")
-        if not sep or not epoch.isdigit() or not offset.isdigit():
+        if not sep or not (epoch + offset).isascii() or not epoch.isdigit() or not offset.isdigit():
             raise ValueError(f"a position is EPOCH:OFFSET with two integers, not {text!r}")
         return cls(int(epoch), int(offset))
 
