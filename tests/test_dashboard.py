@@ -115,7 +115,9 @@ def test_page_is_served_with_the_stream_port(server: ServerProcess) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert f'content="{server.stream_port}"' in response.text
-    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "connect-src 'self' ws://127.0.0.1:* wss://127.0.0.1:*;" in policy
     for path in ("app.js", "style.css", "vendor/lightweight-charts.standalone.production.js"):
         asset = httpx.get(f"{server.url}/static/dashboard/{path}", timeout=10)
         assert asset.status_code == 200, path
@@ -185,3 +187,11 @@ def test_a_page_without_a_key_asks_for_one(
     page.click("#key-form button")
     wait_for(page, "the board", lambda s: s["connection"] == "live", 20)
     assert page.locator("#main").is_visible()
+
+
+def test_a_link_cannot_send_the_key_to_another_host(server: ServerProcess, page: Page) -> None:
+    """``?stream=`` may only point at this page's host: the key travels to the stream URL."""
+    page.goto(f"{server.url}/?api_key={server.demo_key}&stream=ws://192.0.2.1:9/v1/stream")
+    wait_for(page, "the stream", lambda s: s["connection"] == "live", 20)
+    stream_url = page.evaluate("window.tickwireDashboard.state.streamUrl")
+    assert stream_url == f"ws://127.0.0.1:{server.stream_port}/v1/stream"

@@ -10,6 +10,7 @@ where the stream gateway listens, since it is on its own port.
 from __future__ import annotations
 
 import html
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ STATIC_DIR = Path(str(resources.files(__package__) / "static"))
 """The page's files; ``vendor/`` holds the pinned libraries (see ``web/README.md``)."""
 
 _STREAM_PORT_PLACEHOLDER = "{{stream_port}}"
+_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 _VERSION_PLACEHOLDER = "{{version}}"
 
 
@@ -42,13 +44,16 @@ def _render(stream_port: int) -> str:
 async def dashboard(request: Request) -> Response:
     """The page, told the stream gateway's port (it may have been picked at start)."""
     stream_port = getattr(request.app.state, "stream_port", 0)
+    host = request.url.hostname or ""
+    # the page talks only to this host (its REST origin and the stream port): never a key to
+    # another host, whatever a link's ?stream= says
+    stream = f"ws://{host}:* wss://{host}:*" if _HOSTNAME.fullmatch(host) else ""
     return HTMLResponse(
         _render(int(stream_port)),
         headers={
             "Cache-Control": "no-cache",
-            # the page loads only its own files and talks only to this server's two ports
             "Content-Security-Policy": (
-                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                f"default-src 'self'; connect-src 'self' {stream}; img-src 'self' data:; "
                 "style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'"
             ),
             "Referrer-Policy": "no-referrer",  # the page URL may carry the key

@@ -27,11 +27,11 @@
 
   const state = {
     key: params.get("api_key") || params.get("key") || sessionStorage.getItem("tickwire-key") || "",
-    streamUrl: params.get("stream") || defaultStreamUrl(),
+    streamUrl: streamUrlFrom(params.get("stream")),
     symbols: new Map(), // code -> {decimals, pip, kind}
     marketOpen: new Map(), // kind -> bool
     chartSymbol: (params.get("symbol") || "EURUSD").toUpperCase(),
-    interval: INTERVALS[params.get("interval")] ? params.get("interval") : "1m",
+    interval: Object.hasOwn(INTERVALS, params.get("interval") ?? "") ? params.get("interval") : "1m",
     // stream
     ws: null,
     connection: "idle", // idle, connecting, replaying, live, lagging, reconnecting, failed
@@ -49,6 +49,7 @@
     replayedSinceResume: 0,
     pings: new Map(), // id -> sent time
     pingSeq: 0,
+    lastPingAt: -Infinity,
     rttMs: null,
     lastTickT: 0, // ns of the newest tick
     // board
@@ -62,6 +63,22 @@
     chartLoads: 0,
     liveBars: 0,
   };
+
+  // The key goes to the stream URL, so a ?stream= override may only name this page's own host
+  // (another port or path, e.g. behind a proxy); anything else falls back to the default.
+  function streamUrlFrom(override) {
+    if (override) {
+      try {
+        const url = new URL(override, location.href);
+        if ((url.protocol === "ws:" || url.protocol === "wss:") && url.hostname === location.hostname) {
+          return url.href;
+        }
+      } catch {
+        // not a URL: use the default
+      }
+    }
+    return defaultStreamUrl();
+  }
 
   function defaultStreamUrl() {
     const port = document.querySelector('meta[name="tickwire-stream-port"]').content;
@@ -403,7 +420,6 @@
         if (state.ticksLive && state.position && message.epoch === state.position.epoch) {
           state.position.offset = Math.max(state.position.offset, message.offset);
         }
-        state.heartbeatAt = message;
         break;
       case "pong": {
         const sent = state.pings.get(message.id);
@@ -506,7 +522,7 @@
     if (isOpen()) {
       if (now - state.lastMessageAt > (state.heartbeatS * 3 + 2) * 1000) {
         state.ws.close(4000, "no heartbeat"); // stalled: reconnect and resume
-      } else if (!state.lastPingAt || now - state.lastPingAt >= PING_EVERY_MS) {
+      } else if (now - state.lastPingAt >= PING_EVERY_MS) {
         const id = `ping-${++state.pingSeq}`;
         state.pings.clear();
         state.pings.set(id, now);
