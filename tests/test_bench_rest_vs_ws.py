@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tickwire.benchmarks.clients import METHODS
 from tickwire.benchmarks.report import num, pct, read_results_csv, what_this_means
@@ -29,6 +30,7 @@ from tickwire.benchmarks.wire import (
     SseReader,
     ws_client_frame,
 )
+from tickwire.cli import cli
 
 from .conftest import TIMEOUT_SCALE
 
@@ -163,3 +165,21 @@ def test_tiny_grid_writes_a_report_computed_from_its_figures(tmp_path: Path) -> 
     assert re.search(r"<h2>What this means</h2>\s*<ul>", html)
     assert "python" in report.lower() and "cores" in report
     assert "tickwire bench rest-vs-ws --rates 10 --clients 1,2" in report
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rates", "nan"], "positive, finite"),
+        (["--rates", "inf"], "positive, finite"),
+        (["--clients", "0"], "positive integers"),
+        (["--methods", "carrier-pigeon"], "unknown method"),
+        (["--url", "http://h:99999", "--key", "k"], "not a URL"),
+        (["--url", "http://[::1", "--key", "k"], "not a URL"),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(args: list[str], message: str) -> None:
+    """Bad option values exit 2 with one line naming the problem, never a traceback."""
+    result = CliRunner().invoke(cli, ["bench", "rest-vs-ws", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -141,6 +141,9 @@ def test_bad_usage_exits_2(server: ServerProcess) -> None:
     assert run("stream", "EURUSD", "--from", "x", server=server).exit_code == 2
     assert run("stream", "EURUSD", "--from", "1:2", "--channel", "quotes").exit_code == 2
     assert run("bars", "EURUSD", "--unit", "fortnight", server=server).exit_code == 2
+    for age in ("3000000d", "99999999999w"):  # before year 1: no OverflowError traceback
+        result = run("ticks", "EURUSD", "--from", age, server=server)
+        assert result.exit_code == 2 and "before year 1" in result.stderr, result.output
     assert run("quote", server=server).exit_code == 2
 
 

@@ -146,6 +146,8 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     """Invalid option values are usage errors (exit code 2) naming the option."""
     result = run("create", "--name", "x", "--monthly-quota", "lots", "--data-dir", str(tmp_path))
     assert result.exit_code == 2 and "--monthly-quota" in result.stderr
+    result = run("create", "--name", "x", "--monthly-quota", "²", "--data-dir", str(tmp_path))
+    assert result.exit_code == 2 and "--monthly-quota" in result.stderr  # a digit, not 0-9
     assert run("create", "--data-dir", str(tmp_path)).exit_code == 2  # --name is required
     assert run("create", "--name", "x", "--plan", "gold").exit_code == 2
 

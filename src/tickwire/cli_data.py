@@ -178,7 +178,10 @@ def _time_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     match = _RELATIVE.match(text)
     if match:
         seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
-        return datetime.now(UTC) - timedelta(seconds=seconds)
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(f"{text!r} reaches before year 1") from None
     if not text:
         raise click.BadParameter("empty time")
     return text

@@ -7,15 +7,16 @@ see :mod:`.rest_vs_ws` for what a cell measures and :mod:`.report` for what is w
 from __future__ import annotations
 
 import dataclasses
-import re
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import click
 
+from ..client._base import derive_stream_url
 from .clients import METHODS, Endpoint, Method
 from .report import RunInfo, command_line, machine_info, what_this_means, write_report
 from .rest_vs_ws import QUICK, BenchConfig, run_grid
@@ -39,8 +40,8 @@ def _floats(text: str) -> tuple[float, ...]:
         values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise click.BadParameter("expected positive numbers")
+    if not values or not all(0 < v < math.inf for v in values):  # also refuses NaN
+        raise click.BadParameter("expected positive, finite numbers")
     return values
 
 
@@ -66,24 +67,15 @@ def _join(values: tuple[float, ...] | tuple[int, ...] | tuple[str, ...]) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-_PORT = re.compile(r":(\d+)$")
-
-
-def _stream_url_for(url: str) -> str:
-    """The stream URL next to an HTTP URL, as the SDK derives it (port + 1)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    match = _PORT.search(netloc)
-    if match:
-        netloc = netloc[: match.start()] + f":{int(match.group(1)) + 1}"
-    return urlunsplit(("wss" if parts.scheme == "https" else "ws", netloc, "", "", ""))
-
-
 def _host_port(url: str, default_port: int) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname, port = parts.hostname, parts.port  # .port raises for a bad port
+    except ValueError as exc:
+        raise click.BadParameter(f"not a URL: {url!r} ({exc})") from None
+    if not hostname:
         raise click.BadParameter(f"not a URL: {url!r}")
-    return parts.hostname, parts.port or default_port
+    return hostname, port or default_port
 
 
 @bench.command("rest-vs-ws", context_settings=_CONTEXT)
@@ -251,10 +243,10 @@ def rest_vs_ws(
         if not key:
             raise click.UsageError("--url needs --key (or TICKWIRE_KEY)")
         host, port = _host_port(url, 80)
-        stream_host, stream_port = _host_port(stream_url or _stream_url_for(url), 80)
+        stream_host, stream_port = _host_port(stream_url or derive_stream_url(url), 80)
         external = Endpoint(host, port, stream_host, stream_port, key)
         config = dataclasses.replace(config, rates=())
-        target = f"{url} (stream {stream_url or _stream_url_for(url)}), measured as it runs"
+        target = f"{url} (stream {stream_url or derive_stream_url(url)}), measured as it runs"
         cells = len(config.clients) * len(config.methods)
     else:
         target = (

@@ -128,7 +128,7 @@ class BaseClient:
         self.url = (url or env.get(ENV_URL) or DEFAULT_URL).rstrip("/")
         self.key = key if key is not None else env.get(ENV_KEY)
         self.stream_url = (
-            stream_url or env.get(ENV_STREAM_URL) or _derive_stream_url(self.url)
+            stream_url or env.get(ENV_STREAM_URL) or derive_stream_url(self.url)
         ).rstrip("/")
         self.timeout = timeout
         self.retries = retries if isinstance(retries, Retries) else Retries(max_retries=retries)
@@ -289,7 +289,8 @@ def _range(params: dict[str, str], start: TimeLike | None, end: TimeLike | None)
 _PORT = re.compile(r":(\d+)$")
 
 
-def _derive_stream_url(url: str) -> str:
+def derive_stream_url(url: str) -> str:
+    """The stream URL next to a REST URL: same host, port + 1 (``ws``, or ``wss`` for https)."""
     parts = urlsplit(url)
     scheme = "wss" if parts.scheme == "https" else "ws"
     netloc = parts.netloc
