@@ -497,6 +497,21 @@ def test_frame_cache_stays_within_its_byte_bound() -> None:
     assert 0 < len(cache) < 100
 
 
+def test_frame_cache_keeps_no_batch_for_a_quiet_symbol() -> None:
+    """A subscription to a symbol that does not tick pins nothing, and the count includes the
+    batches an entry holds, not just its frames."""
+    cache = FrameCache(max_bytes=100_000)
+    gbpusd = resolve_symbol(CATALOG, "GBPUSD")
+    eurusd = resolve_symbol(CATALOG, "EURUSD")
+    assert gbpusd is not None and eurusd is not None
+    for i in range(1_000):
+        batch = journaled(("EURUSD",), [0] * 100, first_offset=1 + 100 * i)
+        assert list(select_frames(cache, batch, {"GBPUSD": gbpusd}, TickFormat.JSON, {})) == []
+    assert len(cache) == 0 and cache.nbytes == 0
+    select_frames(cache, batch, {"EURUSD": eurusd}, TickFormat.JSON, {})
+    assert len(cache) == 1 and cache.nbytes > sum(a.nbytes for a in (batch.ts, batch.bid))
+
+
 def test_connection_counter_bounds_and_forgets() -> None:
     """The shared counter (re-exported): acquire stops at the limit, release frees."""
     counter = ConnectionCounter()

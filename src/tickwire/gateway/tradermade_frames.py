@@ -275,7 +275,8 @@ class _BatchFrames:
         self.batch = batch
         self.index = {name: i for i, name in enumerate(batch.symbols)}
         self.frames: dict[tuple[str, TickFormat], tuple[_I64, list[bytes]]] = {}
-        self.nbytes = 0
+        # what holding the entry costs: the batch's columns, and the sort order made from them
+        self.nbytes = batch_nbytes(batch) + 8 * len(batch)
         self._order: _I64 | None = None
         self._bounds: list[int] = []
 
@@ -289,12 +290,18 @@ class _BatchFrames:
         return self._order[self._bounds[local] : self._bounds[local + 1]]
 
 
+def batch_nbytes(batch: JournaledBatch) -> int:
+    """Bytes of a batch's columns."""
+    return sum(a.nbytes for a in (batch.sym, batch.seq, batch.ts, batch.bid, batch.ask))
+
+
 class FrameCache:
     """Wire-ready frames of recent batches, shared by every connection of one node.
 
     Keyed by ``(epoch, first_offset, length)`` of a batch, which names its ticks exactly, so a
     connection that reads the bus in other slices still gets correct frames (it only misses the
-    cache). At most ``max_bytes`` of frames are kept; the oldest batches go first.
+    cache). At most ``max_bytes`` are kept, counting the batches an entry holds as well as its
+    frames; the oldest batches go first. A batch without the asked symbol is not kept.
     """
 
     def __init__(self, *, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -312,21 +319,20 @@ class FrameCache:
         entry = self._batches.get(key)
         if entry is None:
             entry = self._batches[key] = _BatchFrames(batch)
+            self.nbytes += entry.nbytes
         return entry
 
     def frames(
         self, batch: JournaledBatch, symbol: StreamSymbol, fmt: TickFormat
     ) -> tuple[_I64, list[bytes]]:
         """Positions in ``batch`` and wire frames of ``symbol``'s ticks, in offset order."""
+        if symbol.source not in batch.symbols:
+            return np.zeros(0, dtype=np.int64), []  # a quiet symbol never pins a batch
         entry = self._entry(batch)
         cached = entry.frames.get((symbol.code, fmt))
         if cached is not None:
             return cached
-        local = entry.index.get(symbol.source)
-        if local is None:
-            made: tuple[_I64, list[bytes]] = (np.zeros(0, dtype=np.int64), [])
-        else:
-            made = self._encode(entry, local, symbol, fmt)
+        made = self._encode(entry, entry.index[symbol.source], symbol, fmt)
         entry.frames[(symbol.code, fmt)] = made
         size = sum(map(len, made[1]))
         entry.nbytes += size
