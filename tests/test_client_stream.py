@@ -329,11 +329,11 @@ def test_epoch_change_is_bridged_with_rest_ticks(tmp_path: Path) -> None:
 
 async def test_gap_fill_delivers_rest_ticks_then_continues_live() -> None:
     """A fill delivers the filler's ticks after the last delivered one, then the live position."""
-    calls: list[tuple[str, Tick, Position]] = []
+    calls: list[tuple[str, Tick, Position, int]] = []
     filled = [Tick("EURUSD", 20, 1.0, 1.1, 7, 11, 3), Tick("EURUSD", 30, 1.0, 1.1, 8, 4, 1)]
 
-    async def filler(symbol: str, last: Tick, until: Position) -> list[Tick]:
-        calls.append((symbol, last, until))
+    async def filler(symbol: str, last: Tick, until: Position, max_ticks: int) -> list[Tick]:
+        calls.append((symbol, last, until, max_ticks))
         return filled
 
     stream = AsyncTickStream("ws://127.0.0.1:9", ["EURUSD"], fill_gaps=True, gap_filler=filler)
@@ -344,7 +344,29 @@ async def test_gap_fill_delivers_rest_ticks_then_continues_live() -> None:
         PositionTooOldError("gone", reason="epoch_changed", position="8:4", symbols=("EURUSD",))
     )
     assert [await anext(stream), await anext(stream)] == filled
-    assert calls == [("EURUSD", last, Position(8, 4))]
+    assert calls == [("EURUSD", last, Position(8, 4), stream._max_fill_ticks)]
     assert stream.position == Position(8, 4) and stream.state is StreamState.LIVE
     assert stream.gaps_filled == 2
+    await stream.aclose()
+
+
+async def test_a_gap_over_the_cap_is_refused_without_loading_it() -> None:
+    """The filler is told the cap; a gap it reports as larger (None) raises PositionTooOldError."""
+    caps: list[int] = []
+
+    async def filler(symbol: str, last: Tick, until: Position, max_ticks: int) -> None:
+        caps.append(max_ticks)
+        return None
+
+    stream = AsyncTickStream(
+        "ws://127.0.0.1:9", ["EURUSD"], fill_gaps=True, gap_filler=filler, max_fill_ticks=50
+    )
+    last = Tick("EURUSD", 10, 1.0, 1.1, 7, 10, 2)
+    stream._core.position = last.position
+    stream._core.delivered(last)
+    with pytest.raises(PositionTooOldError, match="over 50 ticks"):
+        await stream._fill(
+            PositionTooOldError("gone", reason="too_old", position="7:900", symbols=("EURUSD",))
+        )
+    assert caps == [50]
     await stream.aclose()

@@ -36,6 +36,8 @@ __all__ = ["AsyncClient"]
 T = TypeVar("T")
 
 FILL_WAIT: float = 5.0
+FILL_SLACK = 1_000
+"""Ticks fetched beyond a gap fill's cap, for those at or before the last delivered tick."""
 """How long a gap fill waits for the history store to reach the live position."""
 
 
@@ -230,20 +232,32 @@ class AsyncClient(BaseClient):
             stall_factor=stall_factor,
         )
 
-    async def _fill_gap(self, symbol: str, last: Tick, until: Position) -> list[Tick]:
-        """``symbol``'s ticks after ``last`` up to ``until``, once the store has reached it."""
+    async def _fill_gap(
+        self, symbol: str, last: Tick, until: Position, max_ticks: int
+    ) -> list[Tick] | None:
+        """``symbol``'s ticks after ``last`` up to ``until``, once the store has reached it; at
+        most ``max_ticks`` of them are fetched, and None means the gap holds more."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FILL_WAIT
+        # the range starts at last's millisecond, so ticks up to last come first: some slack
+        limit = max_ticks + FILL_SLACK
         while True:
-            ticks, as_of = await self._ticks_with_as_of(symbol, last.ts // 1_000_000, None, None)
+            ticks, as_of = await self._ticks_with_as_of(symbol, last.ts // 1_000_000, None, limit)
             store_done = as_of.epoch == until.epoch and as_of.offset >= until.offset
             if store_done or loop.time() > deadline:
                 break
             await asyncio.sleep(0.1)
         after = (last.ts, last.epoch, last.offset)
-        return [
+        gap = [
             t
             for t in ticks
             if (t.ts, t.epoch, t.offset) > after
             and (t.epoch != until.epoch or t.offset <= until.offset)
         ]
+        reached_until = bool(ticks) and (ticks[-1].epoch, ticks[-1].offset) >= (
+            until.epoch,
+            until.offset,
+        )
+        if len(gap) > max_ticks or (len(ticks) == limit and not reached_until):
+            return None  # the page was cut at the limit before the gap's end
+        return gap

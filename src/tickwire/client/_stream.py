@@ -328,8 +328,9 @@ def _offset(wire: WireTick) -> int:
     return wire.o
 
 
-GapFiller = Callable[[str, Tick, Position], Awaitable[list[Tick]]]
-"""Fetches one symbol's ticks after the given last tick, up to a position (the REST fill)."""
+GapFiller = Callable[[str, Tick, Position, int], Awaitable[list[Tick] | None]]
+"""Fetches one symbol's ticks after the given last tick, up to a position (the REST fill):
+at most the given number of ticks, or None when the gap holds more than that."""
 
 
 class AsyncTickStream:
@@ -520,8 +521,8 @@ class AsyncTickStream:
                     oldest=exc.oldest,
                     symbols=exc.symbols,
                 ) from exc
-            fill.extend(await self._gap_filler(symbol, last, until))
-            if len(fill) > self._max_fill_ticks:
+            got = await self._gap_filler(symbol, last, until, self._max_fill_ticks - len(fill))
+            if got is None or len(fill) + len(got) > self._max_fill_ticks:
                 raise PositionTooOldError(
                     f"{exc} (the gap is over {self._max_fill_ticks} ticks)",
                     reason=exc.reason,
@@ -529,6 +530,7 @@ class AsyncTickStream:
                     oldest=exc.oldest,
                     symbols=exc.symbols,
                 ) from exc
+            fill.extend(got)
         fill.sort(key=lambda t: (t.ts, t.epoch, t.offset))
         self._core.state = StreamState.REPLAYING
         self._pending.extend(self._core.accept(fill))
