@@ -318,6 +318,13 @@ def test_bad_input_is_a_clear_4xx(
     assert_error(get(client, path, status, **params), code, param)
 
 
+def test_bars_without_a_range_are_never_refused_as_too_large(client: httpx.Client) -> None:
+    """The default range (limit bars back) is capped like an explicit one, not refused."""
+    for params in ({"unit": "day", "multiplier": "10"}, {"unit": "second", "multiplier": "3000"}):
+        body = get(client, "/v1/bars/EURUSD", **params)
+        assert body["bars"], params
+
+
 def test_symbol_detail_respects_entitlements(server: ServerProcess) -> None:
     """/v1/symbols/{symbol} carries the live quote, so a key must be entitled to the symbol."""
     headers = {"X-API-Key": server.eur_only_key}

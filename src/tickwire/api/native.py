@@ -197,10 +197,12 @@ async def bars(request: Request) -> Response:
         raise invalid(exc.param or "multiplier", str(exc)) from None
     now = time.time_ns()
     end = parse_time(params, "to", default=now)
-    start = parse_time(params, "from", default=max(0, end - resolution.width_ns * limit))
+    span_cap = MAX_SECOND_BAR_RANGE_NS if unit is BarUnit.SECOND else MAX_BAR_RANGE_NS
+    # without from: limit bars back, but never a range the caller would be refused for
+    default_start = max(0, end - min(resolution.width_ns * limit, span_cap))
+    start = parse_time(params, "from", default=default_start)
     if start >= end:
         raise invalid("from", "from must be before to")
-    span_cap = MAX_SECOND_BAR_RANGE_NS if unit is BarUnit.SECOND else MAX_BAR_RANGE_NS
     if end - start > span_cap:
         raise ApiError(
             400,
