@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from tickwire.errors import StoreError
 from tickwire.markethours import open_mask
 from tickwire.model import BarUnit, JournaledBatch, Position, PriceSide
 from tickwire.store.base import BarColumns, TickColumns, TickCursor
-from tickwire.store.duckdb import DuckDBStore
+from tickwire.store.duckdb import WRITER_NICE, DuckDBStore
 from tickwire.timeframes import Resolution, bucket_starts
 
 SECOND = 1_000_000_000
@@ -542,3 +544,13 @@ async def test_open_refuses_foreign_files(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StoreError, match="schema version 99"):
         await DuckDBStore.open(tmp_path / "v.duckdb")
+
+
+async def test_writer_thread_yields_the_cpu_to_the_event_loop(store: DuckDBStore) -> None:
+    """The writer thread (and DuckDB's workers it starts) runs niced below the event loop."""
+    await store.high_water()  # opened: the writer thread exists
+    writers = [t for t in threading.enumerate() if t.name.startswith("tickwire-store-writer")]
+    assert writers and writers[0].native_id is not None
+    writer_nice = os.getpriority(os.PRIO_PROCESS, writers[0].native_id)
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert writer_nice == loop_nice + WRITER_NICE

@@ -456,3 +456,26 @@ async def test_streamed_bars_agree_with_rest_bars(server: ServerProcess) -> None
             stored["close"],
             stored["ticks"],
         )
+
+
+async def test_flush_interval_setting_paces_the_frames(tmp_path: Path) -> None:
+    """--stream-flush-ms bounds how often a connection gets a ticks frame; nothing is lost."""
+    args = ("--backfill-days", "0", "--no-weekend-closed", "--sync", "none")
+    pacing = ("--load-rate", "1000", "--sim-step-ms", "5", "--stream-flush-ms", "400")
+    with ServerProcess(tmp_path / "data", *args, *pacing) as proc:
+        async with websockets.connect(url(proc)) as ws:
+            await recv_json(ws)  # welcome
+            await subscribe(ws, ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "USDCHF", "AUDUSD"])
+            frames: list[int] = []
+            ticks: list[dict[str, Any]] = []
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:
+                message = await recv_json(ws)
+                if message["type"] == "ticks":
+                    frames.append(len(message["ticks"]))
+                    ticks.extend(message["ticks"])
+            elapsed = time.monotonic() - started
+    # the feed emits every 5 ms; the gateway may flush at most every 400 ms
+    assert len(frames) <= elapsed / 0.4 + 2, frames
+    assert sum(frames) / len(frames) > 10  # each frame carries many feed steps' ticks
+    assert_contiguous(ticks)

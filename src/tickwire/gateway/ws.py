@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import struct
 import time
@@ -417,7 +418,14 @@ class Gateway:
     async def _fan_out(self) -> None:
         bus = self.node.bus
         subscription = bus.subscribe(self.delivered)
+        loop = asyncio.get_running_loop()
+        last_flush = -math.inf
         while True:
+            # at most one flush per interval, counted from the start of the previous one: a
+            # tick arriving after a quiet spell goes out at once, not an interval later; always
+            # yield, so the connections' reads run between flushes even when they fall due
+            wait = last_flush + self.flush_interval - loop.time()
+            await asyncio.sleep(wait if wait > 0 else 0)
             try:
                 batches = await subscription.next(max_ticks=200_000)
             except PositionUnavailableError:
@@ -428,12 +436,11 @@ class Gateway:
                 continue
             except JournalUnavailableError:
                 return
+            last_flush = loop.time()
             try:
                 self._flush(batches)
             except Exception:
                 log.exception("fan-out flush failed")
-            if self.flush_interval > 0:
-                await asyncio.sleep(self.flush_interval)
 
     def _flush(self, batches: list[JournaledBatch]) -> None:
         last = batches[-1]

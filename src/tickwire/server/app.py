@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             node,
             keys,
             counter=counter,
+            flush_interval=settings.stream_flush_ms / 1000,
             extra_routes=[partial(tradermade_listener, node=node, keys=keys, connections=counter)],
         )
         try:

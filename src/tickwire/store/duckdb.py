@@ -36,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ from ..model import BarUnit, JournaledBatch, Position, PriceSide
 from ..timeframes import NS_PER, Resolution
 from .base import BarColumns, TickColumns, TickCursor, TickStore
 
-__all__ = ["SCHEMA_VERSION", "DuckDBStore"]
+__all__ = ["SCHEMA_VERSION", "WRITER_NICE", "DuckDBStore"]
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,9 @@ class DuckDBStore(TickStore):
         """
         if read_threads < 1 or max_pending_reads < 1 or max_pending_writes < 1:
             raise ValueError("read_threads and the pending limits must be at least 1")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="tickwire-store-writer")
+        writer = ThreadPoolExecutor(
+            1, thread_name_prefix="tickwire-store-writer", initializer=_background_priority
+        )
         opening = writer.submit(_open_sync, Path(path), read_threads)
         try:
             con, hw, ids, cursors = await asyncio.wrap_future(opening)
@@ -615,6 +619,17 @@ class DuckDBStore(TickStore):
 
 
 # -- helpers running on the store's threads ---------------------------------------------------
+
+
+WRITER_NICE: Final = 10
+"""How much lower than the event loop the writer thread (and DuckDB's workers) is scheduled."""
+
+
+def _background_priority() -> None:
+    """Lower this thread's scheduling priority (Linux: nice is per thread, inherited by the
+    threads it starts, so DuckDB's worker threads, created when the writer connects, follow)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
 
 
 def _close_if_opened(future: Future[tuple[Connection, Any, Any, Any]]) -> None:
