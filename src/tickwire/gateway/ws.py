@@ -30,7 +30,6 @@ import math
 import socket
 import struct
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -62,6 +61,7 @@ from ..protocol import (
 from ..protocol.session import Subscribe, Unsubscribe, admit
 from .barstream import BarTracker
 from .connections import ConnectionCounter
+from .symbolsets import SymbolSets
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "Gateway"]
 
@@ -97,11 +97,22 @@ class _Connection(WSListener):
         self.transport: WSTransport | None = None
         self.codec = session.codec
         self.msg_type = WSMsgType.BINARY if self.codec.binary else WSMsgType.TEXT
-        self.live_ticks: frozenset[str] = frozenset()
+        self._live_ticks: frozenset[str] = frozenset()
         self.replaying: set[asyncio.Task[None]] = set()
         self.last_written: Position | None = None
         self.writable = asyncio.Event()
         self.writable.set()
+
+    @property
+    def live_ticks(self) -> frozenset[str]:
+        """The symbols whose live ticks the fan-out sends (interned: see :class:`SymbolSets`)."""
+        return self._live_ticks
+
+    @live_ticks.setter
+    def live_ticks(self, symbols: frozenset[str]) -> None:
+        self._live_ticks = self.gateway.tick_sets.replace(
+            self.codec.encoding, self._live_ticks, symbols
+        )
 
     # -- picows callbacks -------------------------------------------------------------------
 
@@ -143,6 +154,8 @@ class _Connection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gateway.connections.discard(self)
+        self.live_ticks = frozenset()
+        self.gateway.subscriptions_changed()
         if self.counted_key is not None:
             self.gateway.counter.release(self.counted_key)
             self.counted_key = None
@@ -182,6 +195,8 @@ class _Connection(WSListener):
     def pump(self) -> None:
         """Write what the session queued, then carry out its actions, until both are empty."""
         session = self.session
+        if not session.pending:
+            return
         while True:
             out = session.outgoing()
             for message in out:
@@ -240,6 +255,9 @@ class Gateway:
         self.counter = counter or ConnectionCounter()
         self.extra_routes = tuple(extra_routes)
         self.connections: set[_Connection] = set()
+        self.tick_sets = SymbolSets()
+        self._bar_subscribers: list[_Connection] | None = None  # None: to recompute
+        self._bar_keys: set[tuple[str, Interval, PriceSide]] = set()
         self.delivered = node.bus.last_offset
         # quotes and forming bars exactly as delivered, for snapshots
         self.view = LiveState()
@@ -344,7 +362,21 @@ class Gateway:
 
     # -- subscriptions ----------------------------------------------------------------------
 
+    def subscriptions_changed(self) -> None:
+        """A connection's subscriptions changed: the bar subscribers are recomputed."""
+        self._bar_subscribers = None
+
+    def _bars_wanted(self) -> tuple[list[_Connection], set[tuple[str, Interval, PriceSide]]]:
+        """The connections with bar subscriptions and every (symbol, interval, side) wanted."""
+        if self._bar_subscribers is None:
+            self._bar_subscribers = [c for c in self.connections if c.session.symbols(Channel.BARS)]
+            self._bar_keys = {
+                key for c in self._bar_subscribers for key in c.session.bar_subscriptions()
+            }
+        return self._bar_subscribers, self._bar_keys
+
     def subscribe(self, conn: _Connection, action: Subscribe) -> None:
+        self.subscriptions_changed()
         symbols = frozenset(action.symbols)
         if action.channel is Channel.TICKS:
             if action.from_position is not None:
@@ -366,6 +398,7 @@ class Gateway:
             conn.session.snapshot(action, quotes=quotes, bars=bars)
 
     def unsubscribe(self, conn: _Connection, action: Unsubscribe) -> None:
+        self.subscriptions_changed()
         if action.channel is Channel.TICKS:
             conn.live_ticks = conn.live_ticks - frozenset(action.symbols)
 
@@ -445,15 +478,8 @@ class Gateway:
     def _flush(self, batches: list[JournaledBatch]) -> None:
         last = batches[-1]
         position = Position(last.epoch, last.last_offset)
-        bar_subscribers = [
-            c
-            for c in self.connections
-            if c.session.symbols(Channel.BARS)  # cached, cheap
-        ]
-        bar_events = self.bar_tracker.advance(
-            batches,
-            {(s, i) for c in bar_subscribers for s, i, _ in c.session.bar_subscriptions()},
-        )
+        bar_subscribers, bar_keys = self._bars_wanted()
+        bar_events = self.bar_tracker.advance(batches, {(s, i) for s, i, _ in bar_keys})
         for batch in batches:
             self.view.apply(batch)
         encoded: dict[Encoding, dict[str, Piece]] = {}
@@ -461,14 +487,14 @@ class Gateway:
         frames: dict[tuple[Encoding, frozenset[str]], bytes] = {}
         # keep a frame for the rest of the flush only if another connection will reuse it;
         # a frame for a unique symbol set is freed right after its send (less memory churn)
-        connections = list(self.connections)
-        shared = Counter((c.codec.encoding, c.live_ticks) for c in connections if c.live_ticks)
+        shared = self.tick_sets.shared
         now = time.monotonic()
         flows: dict[_Connection, Flow] = {}
-        for conn in connections:
+        frames_sent = 0
+        for conn in list(self.connections):
             session = conn.session
             transport = conn.transport
-            if transport is None or session.closed:
+            if transport is None or session.closed or transport.is_disconnected:
                 continue
             buffered = transport.underlying_transport.get_write_buffer_size()
             flow = flows[conn] = session.backlog(buffered, position=conn.last_written)
@@ -476,21 +502,22 @@ class Gateway:
                 conn.pump()
                 continue
             codec = conn.codec
-            symbols = conn.live_ticks
+            symbols = conn._live_ticks
             if symbols:
-                pieces = encoded.get(codec.encoding)
+                encoding = codec.encoding
+                pieces = encoded.get(encoding)
                 if pieces is None:
-                    pieces = encoded[codec.encoding] = codec.encode_ticks(batches)
-                cache_key = (codec.encoding, symbols)
+                    pieces = encoded[encoding] = codec.encode_ticks(batches)
+                cache_key = (encoding, symbols)  # interned sets: looked up by identity
                 frame = frames.get(cache_key)
                 if frame is None:
                     mine = [pieces[s] for s in sorted(symbols) if s in pieces]
                     frame = codec.frame_ticks(mine) if mine else b""
-                    if shared[cache_key] > 1:
+                    if shared(encoding, symbols):
                         frames[cache_key] = frame
                 if frame:
-                    conn.send(frame)
-                    self.frames_sent += 1
+                    transport.send(conn.msg_type, frame)
+                    frames_sent += 1
                 conn.last_written = position
             if len(session.quotes):
                 latest = quotes.get(codec.encoding)
@@ -522,6 +549,7 @@ class Gateway:
                                 event.bar, interval, side, event.state
                             )
                         conn.send(frame)
+        self.frames_sent += frames_sent
         self.delivered = last.last_offset
         self.ticks_delivered += sum(len(b) for b in batches)
 

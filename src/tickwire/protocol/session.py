@@ -459,6 +459,11 @@ class NativeSession:
         actions, self._actions = self._actions, []
         return actions
 
+    @property
+    def pending(self) -> bool:
+        """True if :meth:`outgoing` or :meth:`actions` has something to return."""
+        return bool(self._out or self._actions)
+
     # -- state for the shell and the fan-out ------------------------------------------------
 
     @property
@@ -723,8 +728,12 @@ class NativeSession:
         """
         if self.state is SessionState.CLOSED:
             return Flow.STOP
-        limit = self.limits.send_buffer_bytes
-        warn = limit * self.limits.lag_warning_fraction
+        limits = self.limits
+        warn = limits.send_buffer_bytes * limits.lag_warning_fraction
+        if buffered < warn / 2:  # the common case
+            self._lag_warned = False
+            return Flow.OPEN
+        limit = limits.send_buffer_bytes
         lossless = self.lossless
         if buffered > limit:
             if not lossless:
@@ -741,8 +750,6 @@ class NativeSession:
             if lossless and not self._lag_warned:
                 self._lag(buffered, position)
             return Flow.CONFLATE
-        if buffered < warn / 2:
-            self._lag_warned = False
         return Flow.OPEN
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
