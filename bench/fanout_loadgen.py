@@ -50,6 +50,12 @@ import numpy as np
 import uvloop
 
 PATTERN = b'{"s":'
+# Sinks count ticks by their opening braces: every tick is one flat JSON object, and a batch
+# frame adds one brace for its {"type":"ticks",...} envelope. Counting one byte is cheap, and
+# numpy counts a large chunk ~6x faster than bytes.count (measured: 17.8 against 3.0 GB/s).
+BRACE = ord("{")
+NUMPY_COUNT_FROM = 16_384  # bytes; below this bytes.count is faster
+ENVELOPE_HEAD = b'{"t'
 STEP_NS = 100_000_000  # the source's wake-up step (config: step_ns)
 SMALL_FRAME = 512  # control frames and small tick frames are always kept whole
 HIST_EDGES = np.concatenate(([0.0], np.geomspace(1e3, 1e11, 1853)))  # ns, ~1 % wide bins
@@ -154,7 +160,7 @@ class Conn(asyncio.Protocol):
         self.in_frame = False
         self.opcode = 0x1
         self.frame_ticks = 0
-        self.tail = b""
+        self.head = b""  # the first bytes of the frame (envelope or bare ticks)
         self.collect: bytearray | None = None
         self.cur_capture = False
         # counters
@@ -252,12 +258,14 @@ class Conn(asyncio.Protocol):
         if collect is not None:
             collect += memoryview(data)[pos:end]
             return
-        count = data.count(PATTERN, pos, end)
-        tail = self.tail
-        if tail:
-            count += (tail + data[pos : min(end, pos + 4)]).count(PATTERN)
-        self.frame_ticks += count
-        self.tail = data[end - 4 : end] if end - pos >= 4 else (tail + data[pos:end])[-4:]
+        if len(self.head) < len(ENVELOPE_HEAD):
+            self.head += data[pos : pos + len(ENVELOPE_HEAD) - len(self.head)]
+        size = end - pos
+        if size >= NUMPY_COUNT_FROM:
+            chunk = np.frombuffer(data, np.uint8, size, pos)
+            self.frame_ticks += int(np.count_nonzero(chunk == BRACE))
+        else:
+            self.frame_ticks += data.count(b"{", pos, end)
 
     def _ws(self, data: bytes) -> None:
         if self.hdr:
@@ -317,7 +325,7 @@ class Conn(asyncio.Protocol):
 
     def _begin_frame(self, length: int = -1) -> None:
         self.frame_ticks = 0
-        self.tail = b""
+        self.head = b""
         self.cur_capture = self.win in (1, 3)
         small = 0 <= length < SMALL_FRAME
         keep = (
@@ -358,7 +366,7 @@ class Conn(asyncio.Protocol):
                 # decoded after the run (see analyze), so that decoding does not delay receipt
                 self.frames_kept.append((self.now, self.win in (1, 2), payload))
         else:
-            count = self.frame_ticks
+            count = self.frame_ticks - (self.head == ENVELOPE_HEAD)
         if not count:
             return
         self.ticks += count

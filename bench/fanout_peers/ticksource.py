@@ -85,6 +85,10 @@ class TickSource:
             if now < boundary:
                 await asyncio.sleep((boundary - now) / 1e9)
                 now = time.time_ns()
+            else:
+                # behind: still let the loop run its I/O (drain the sockets) before the next
+                # batch, as Node's setTimeout(wake, 0) does
+                await asyncio.sleep(0)
             end = max(now, last)
             due = self.rate * (end - start) // 1_000_000_000
             n = due - emitted
