@@ -9,17 +9,23 @@ import numpy as np
 import pytest
 
 from tickwire.bus import InProcessBus
-from tickwire.errors import InvalidTickError, PositionUnavailableError
-from tickwire.journal import Journal
+from tickwire.errors import InvalidTickError, JournalUnavailableError, PositionUnavailableError
+from tickwire.journal import Journal, SyncPolicy
 from tickwire.model import JournaledBatch, TickBatch
 from tickwire.tickplant import CommitLimits, Tickplant
 
 from .conftest import make_batch
 
 
-def build(path: Path, *, ring_ticks: int = 1_000_000, **limits: int) -> Tickplant:
+def build(
+    path: Path,
+    *,
+    ring_ticks: int = 1_000_000,
+    sync: SyncPolicy = SyncPolicy.FSYNC,
+    **limits: int,
+) -> Tickplant:
     """A tickplant over a journal in ``path`` and an in-process bus."""
-    journal, _ = Journal.open(path)
+    journal, _ = Journal.open(path, sync=sync)
     bus = InProcessBus(
         epoch=journal.epoch,
         last_offset=journal.last_offset,
@@ -40,9 +46,14 @@ async def drain(plant: Tickplant, after: int, until: int) -> list[JournaledBatch
     return out
 
 
-async def test_offsets_and_seqs_are_gap_free(tmp_path: Path) -> None:
+# fsync appends in a worker thread, none inline: both paths keep the guarantees
+SYNC_POLICIES = pytest.mark.parametrize("sync", list(SyncPolicy))
+
+
+@SYNC_POLICIES
+async def test_offsets_and_seqs_are_gap_free(tmp_path: Path, sync: SyncPolicy) -> None:
     """Concurrent submissions get contiguous offsets and per-symbol seqs starting at 1."""
-    plant = build(tmp_path)
+    plant = build(tmp_path, sync=sync)
     await asyncio.gather(*(plant.submit(make_batch(250, seed=i)) for i in range(8)))
     last = await plant.submit_durable(make_batch(1))
     assert last.last_offset == 2001
@@ -70,9 +81,10 @@ async def test_restart_continues_positions(tmp_path: Path) -> None:
     await plant.stop()
 
 
-async def test_published_only_after_durable(tmp_path: Path) -> None:
+@SYNC_POLICIES
+async def test_published_only_after_durable(tmp_path: Path, sync: SyncPolicy) -> None:
     """What a consumer sees is already readable from the journal on disk."""
-    plant = build(tmp_path)
+    plant = build(tmp_path, sync=sync)
     sub = plant.bus.subscribe(0)
     consumer = asyncio.create_task(sub.next())
     await plant.submit(make_batch(500))
@@ -135,3 +147,28 @@ async def test_full_queue_applies_backpressure(tmp_path: Path) -> None:
     )
     await plant.stop()
     assert plant.committed_ticks == 8000
+
+
+@SYNC_POLICIES
+async def test_a_refused_write_consumes_no_position(tmp_path: Path, sync: SyncPolicy) -> None:
+    """When the journal refuses a group, its submitters get the error, nothing is published,
+    and the next group takes the same offsets and seqs."""
+    plant = build(tmp_path, sync=sync)
+    first = await plant.submit_durable(make_batch(10))
+    real_append = plant.journal.append
+
+    def refuse(batch: JournaledBatch) -> None:
+        plant.journal.append = real_append  # type: ignore[method-assign]
+        raise JournalUnavailableError("journal write failed: No space left on device")
+
+    plant.journal.append = refuse  # type: ignore[method-assign]
+    with pytest.raises(JournalUnavailableError):
+        await plant.submit_durable(make_batch(10, seed=1))
+    assert plant.bus.last_offset == first.last_offset
+    again = await plant.submit_durable(make_batch(10, seed=1))
+    assert again.first_offset == first.last_offset + 1
+    ticks = [t for b in await drain(plant, 0, again.last_offset) for t in b.ticks()]
+    for name in {t.symbol for t in ticks}:
+        seqs = [t.seq for t in ticks if t.symbol == name]
+        assert seqs == list(range(1, len(seqs) + 1))
+    await plant.stop()

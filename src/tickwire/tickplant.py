@@ -3,7 +3,9 @@
 Feeds :meth:`~Tickplant.submit` batches. One writer task takes everything pending (a group
 commit), gives each tick its global ``offset`` and per-symbol ``seq`` (both gap-free),
 appends the group to the journal as one record, and only when the journal has made it durable
-publishes it on the bus and applies it to the live state.
+publishes it on the bus and applies it to the live state. With :attr:`SyncPolicy.FSYNC` the
+append (write and ``fdatasync``) runs in a worker thread; without sync it is a page-cache write,
+done inline.
 
 Guarantees:
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from .bus.base import Bus
 from .errors import InvalidTickError, JournalUnavailableError
-from .journal import Journal
+from .journal import Journal, SyncPolicy
 from .model import JournaledBatch, TickBatch
 
 __all__ = ["CommitLimits", "Tickplant"]
@@ -210,11 +212,17 @@ class Tickplant:
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         batch = self._position(group)
-        append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch))
-        # live-state work of the previous commit overlaps this commit's write and sync
-        self._apply_deferred()
         try:
-            await append
+            if self.journal.sync_policy is SyncPolicy.FSYNC:
+                append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch))
+                # live-state work of the previous commit overlaps this commit's write and sync
+                self._apply_deferred()
+                await append
+            else:
+                # no sync: the write only reaches the page cache, cheaper inline than a thread
+                # hop, and the ticks reach the bus in this same event-loop step
+                self._apply_deferred()
+                self.journal.append(batch)
         except JournalUnavailableError as exc:
             self._rollback_seq(batch)
             log.error("tickplant: %s; %d ticks refused", exc, len(batch))
