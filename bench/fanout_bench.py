@@ -98,9 +98,11 @@ from tickwire.catalog import CATALOG
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "fanout_peers"
 SYMBOLS = [s for s in CATALOG]
-SERVERS = ("tickwire", "node_batched", "tcp_ceiling", "node_single", "naive_ws")
+SERVERS = ("tickwire", "node_batched", "tcp_ceiling", "feedadv", "node_single", "naive_ws")
+TICKWIRE = ("tickwire", "feedadv")  # the same tickwire server, native or legacy TraderMade path
 LABELS = {
     "tickwire": "tickwire (picows, batched)",
+    "feedadv": "tickwire /feedadv (TraderMade legacy, one tick per frame)",
     "node_batched": "Node ws, batched like ours",
     "tcp_ceiling": "bare asyncio TCP, coalesced (ceiling)",
     "node_single": "Node ws, one tick per frame",
@@ -230,7 +232,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 def http_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:  # an overloaded server is slow
         data: dict[str, Any] = json.loads(response.read())
         return data
 
@@ -267,10 +269,11 @@ class Server:
     welcome: bool
     http: str | None = None
     log: Any = None
+    dialect: str = "native"
 
     def go(self) -> None:
         """Start the peer's tick source (tickwire's simulator runs from the start)."""
-        if self.name != "tickwire":
+        if self.name not in TICKWIRE:
             self.proc.send_signal(signal.SIGUSR2)
 
     def offset(self) -> int | None:
@@ -279,7 +282,7 @@ class Server:
         return int(http_json(f"{self.http}/health")["offset"])
 
     def stop(self) -> None:
-        if self.name == "tickwire":
+        if self.name in TICKWIRE:
             stop_process(self.proc)
         else:  # a saturated peer may not get to its signal handler soon; it keeps no state
             self.proc.kill()
@@ -308,7 +311,7 @@ class Bench:
         log = open(self.log_dir / f"{self.points:03d}-{name}.log", "wb")
         preexec = pin(0 if self.pin else None)
         symbols = ",".join(SYMBOLS)
-        if name == "tickwire":
+        if name in TICKWIRE:
             data = self.tmp / f"data-{self.points}"
             data.mkdir()
             shutil.copy(self.keys_file, data / "keys.json")
@@ -342,15 +345,17 @@ class Bench:
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
             )
+            legacy = name == "feedadv"
             server = Server(
                 name,
                 proc,
                 port,
-                f"/v1/stream?api_key={self.key}",
+                "/feedadv" if legacy else f"/v1/stream?api_key={self.key}",
                 "ws",
-                True,
+                not legacy,  # the native stream welcomes; /feedadv says "Connected"
                 f"http://127.0.0.1:{http_port}",
                 log,
+                "feedadv" if legacy else "native",
             )
             deadline = time.monotonic() + 60
             while True:
@@ -510,6 +515,8 @@ def run_point(
                 "path": server.path,
                 "framing": server.framing,
                 "welcome": server.welcome,
+                "dialect": server.dialect,
+                "key": bench.key,
                 "symbols": SYMBOLS,
                 "step_ns": round(bench.step_ms * 1e6),
                 "clients": clients,
@@ -554,6 +561,7 @@ def run_point(
         procs1 = process_cpu()
         off1 = server.offset()
         point["server_rss_mib"] = rss_kib(server.proc.pid, "VmHWM") / 1024
+        point["dialect"] = server.dialect
         results = [g.event(60) for g in gens]
     finally:
         for g in gens:
@@ -596,6 +604,9 @@ def merge_results(point: dict[str, Any], results: list[dict[str, Any]]) -> None:
             closes[k] = closes.get(k, 0) + v
     point["closes"] = closes
     point["lag_warnings"] = sum(r["controls"].get("lag", 0) for r in results)
+    if point.get("dialect") == "feedadv":  # ticks without positions: not checkable per tick
+        point["loss"] = point["dup"] = None
+        return
     point["loss"] = point["gaps"] + point["sink_missing"]
     point["dup"] = point["dups"] + point["sink_extra"]
 
@@ -808,11 +819,15 @@ def report(
                 else "–"
             )
             lg = "+".join(f"{c:.0f}" for c in p["loadgen_cpu"])
-            loss = f"{p['loss']:,}" + ("" if p["sinks_unchecked"] == 0 else "?")
+            if p["loss"] is None:
+                loss = dup = "n/a"
+            else:
+                loss = f"{p['loss']:,}" + ("" if p["sinks_unchecked"] == 0 else "?")
+                dup = f"{p['dup']:,}"
             print(
                 f"| {LABELS[p['server']]} | {fmt_rate(p['delivered'])} | {p['pct']:.1f} | "
                 f"{ratio} | {fmt_ms(p['p50'])} | {fmt_ms(p['p99'])} | {fmt_ms(p['max'])} | "
-                f"{loss} | {p['dup']:,} | {p['server_cpu']:.0f} | {lg} | "
+                f"{loss} | {dup} | {p['server_cpu']:.0f} | {lg} | "
                 f"{p['softirq']:.0f} | {p['kthreads']:.0f} | {p['other']:.0f} | "
                 f"{p['server_rss_mib']:.0f} | "
                 f"{p['bytes_per_tick']:.0f} | {saturated(p, target, step_ms)} |"
@@ -823,7 +838,12 @@ def report(
                 continue
             if p["closes"]:
                 notes.append(f"{p['server']}: connections closed {p['closes']}")
-            if p["sinks_unchecked"]:
+            if p["loss"] is None:
+                notes.append(
+                    f"{p['server']}: its ticks carry no offset or seq, so loss and duplicates "
+                    "cannot be checked per tick; delivered against offered shows any shortfall"
+                )
+            elif p["sinks_unchecked"]:
                 notes.append(
                     f"{p['server']}: {p['sinks_unchecked']} sinks without a closing frame "
                     "(not checked)"

@@ -73,7 +73,15 @@ class TicksFrame(msgspec.Struct):
     ticks: list[Tick] = []
 
 
+class LegacyTick(msgspec.Struct):
+    """A TraderMade ``/feedadv`` tick: no offset or seq, ``ts`` in epoch ms as a string."""
+
+    symbol: str
+    ts: str
+
+
 _frame_decoder = msgspec.json.Decoder(TicksFrame)
+_legacy_decoder = msgspec.json.Decoder(LegacyTick)
 _tick_decoder = msgspec.json.Decoder(Tick)
 _tick_list_decoder = msgspec.json.Decoder(list[Tick])
 _json_decode = msgspec.json.decode
@@ -86,6 +94,17 @@ def decode_ticks(payload: bytes) -> list[Tick]:
     if payload.count(PATTERN) == 1:
         return [_tick_decoder.decode(payload)]
     return _tick_list_decoder.decode(b"[" + payload + b"]")
+
+
+def decode_legacy(payload: bytes) -> list[Tick]:
+    """A ``/feedadv`` frame (one tick) as a :class:`Tick` without a position (o = q = 0)."""
+    tick = _legacy_decoder.decode(payload)
+    return [Tick(tick.symbol, int(tick.ts) * 1_000_000, 0, 0)]
+
+
+def count_ticks(payload: bytes) -> int:
+    """Ticks in a whole frame or line: its braces, less one for a ``{"type":...}`` envelope."""
+    return payload.count(b"{") - payload.startswith(ENVELOPE_HEAD)
 
 
 def expected_count(lo: int, hi: int, wanted: set[int], phase: int, n_symbols: int) -> int:
@@ -129,8 +148,14 @@ class Conn(asyncio.Protocol):
         expect_welcome: bool = False,
         keep_all: bool = False,
         step_ns: int = STEP_NS,
+        dialect: str = "native",
     ) -> None:
         self.step_ns = step_ns
+        # "native" (or a peer speaking its tick format) or "feedadv": TraderMade's legacy
+        # stream, whose ticks carry no position (latency only; loss cannot be checked per tick)
+        self.legacy = dialect == "feedadv"
+        # a /feedadv sink counts frame starts instead of walking frames (see _count_legacy)
+        self.legacy_sink = self.legacy and not observer and not keep_all
         self.framing = framing
         self.subscribe_msg = subscribe
         self.symbols = list(symbols)
@@ -206,6 +231,9 @@ class Conn(asyncio.Protocol):
             return
         if self.framing == "ws":
             self.send_text(self.subscribe_msg)
+            if self.legacy:  # the legacy login has no answer: ticks just start
+                self.subscribed = True
+                self.acked.set_result(None)
         else:
             self.transport.write(self.subscribe_msg + b"\n")
             self.subscribed = True
@@ -244,12 +272,32 @@ class Conn(asyncio.Protocol):
             if not data:
                 return
         self.nbytes += len(data)
+        if self.legacy_sink and self.subscribed:
+            self._count_legacy(data)
+            return
         if self.observer or self.keep_all:
             self.now = time.time_ns()
         if self.framing == "ws":
             self._ws(data)
         else:
             self._lines(data)
+
+    def _count_legacy(self, data: bytes) -> None:
+        """Count /feedadv ticks without walking frames: every tick is one short unmasked text
+        frame, whose first byte 0x81 cannot occur in its ASCII payload nor in a length byte
+        (< 126), so the count of 0x81 bytes is the count of ticks (one per frame, exactly).
+        A 0x88 byte is likewise a close frame's first byte."""
+        count = data.count(b"\x81")
+        self.ticks += count
+        self.frames += count
+        close = data.find(b"\x88")
+        if close >= 0 and self.closed is None:
+            length = data[close + 1] & 0x7F if close + 1 < len(data) else 0
+            body = data[close + 2 : close + 2 + length]
+            code = int.from_bytes(body[:2], "big") if len(body) >= 2 else 0
+            self.closed = f"close {code} {body[2:].decode('utf-8', 'replace')}".strip()
+            if self.transport is not None:
+                self.transport.close()
 
     # -- frame walkers --------------------------------------------------------------------------
 
@@ -361,7 +409,7 @@ class Conn(asyncio.Protocol):
             if payload.startswith(b'{"type"') and not payload.startswith(b'{"type":"ticks"'):
                 self._control(payload)
                 return
-            count = payload.count(PATTERN)
+            count = count_ticks(payload)
             if count and (self.keep_all or self.observer):
                 # decoded after the run (see analyze), so that decoding does not delay receipt
                 self.frames_kept.append((self.now, self.win in (1, 2), payload))
@@ -400,14 +448,28 @@ class Conn(asyncio.Protocol):
 
     def analyze(self) -> None:
         """Check and time every kept frame (observers), after the run."""
+        decode = decode_legacy if self.legacy else decode_ticks
         for now, in_window, payload in self.frames_kept:
-            self._observe(now, in_window, decode_ticks(payload))
+            self._observe(now, in_window, decode(payload))
         self.frames_kept.clear()
 
     def _observe(self, now: int, in_window: bool, ticks: list[Tick]) -> None:
+        if not self.legacy:
+            self._check_positions(ticks)
+        self.seen += len(ticks)
+        if in_window:
+            lat = self.lat
+            age = self.age
+            step = self.step_ns
+            for tick in ticks:
+                t = tick.t
+                late = now - (t // step + 1) * step
+                lat.append(late if late >= 0 else now - t)
+                age.append(now - t)
+
+    def _check_positions(self, ticks: list[Tick]) -> None:
         last_q = self.last_q
         last_o = self.last_o
-        step = self.step_ns
         if min(t.o for t in ticks) <= self.max_o:
             self.order_errors += 1
         top = self.max_o
@@ -429,15 +491,6 @@ class Conn(asyncio.Protocol):
             if o > top:
                 top = o
         self.max_o = top
-        self.seen += len(ticks)
-        if in_window:
-            lat = self.lat
-            age = self.age
-            for tick in ticks:
-                t = tick.t
-                late = now - (t // step + 1) * step
-                lat.append(late if late >= 0 else now - t)
-                age.append(now - t)
 
     # -- window ---------------------------------------------------------------------------------
 
@@ -455,7 +508,7 @@ class Conn(asyncio.Protocol):
 
     def check(self, symbols: list[int], phase_of: dict[str, int], n_symbols: int) -> int | None:
         """Ticks received minus ticks expected between the two kept frames (None: unknown)."""
-        if self.first is None or self.last is None:
+        if self.first is None or self.last is None or self.legacy:
             return None
         first = decode_ticks(self.first)
         last = decode_ticks(self.last)
@@ -479,10 +532,14 @@ async def run(cfg: dict[str, Any]) -> None:
     names: list[str] = cfg["symbols"]
     index = {s: i for i, s in enumerate(names)}
     idle = bool(cfg.get("idle"))
+    dialect = str(cfg.get("dialect", "native"))
     conns: list[Conn] = []
     for client in cfg["clients"]:
         if idle:
             message = None
+        elif dialect == "feedadv":
+            login = {"userKey": cfg["key"], "symbol": ",".join(client["symbols"])}
+            message = json.dumps(login).encode()
         elif framing == "ws":
             message = json.dumps(
                 {
@@ -506,6 +563,7 @@ async def run(cfg: dict[str, Any]) -> None:
                 observer=bool(client.get("observer")),
                 expect_welcome=bool(cfg.get("welcome")),
                 step_ns=int(cfg.get("step_ns", STEP_NS)),
+                dialect=dialect,
             )
         )
     semaphore = asyncio.Semaphore(int(cfg.get("concurrency", 64)))

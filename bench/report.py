@@ -317,6 +317,7 @@ FANOUT_COLUMNS = {
     "tickwire": "tickwire",
     "node_batched": "Node `ws`, batched like ours",
     "tcp_ceiling": "bare TCP ceiling",
+    "feedadv": "tickwire `/feedadv`, one tick per frame",
     "node_single": "Node `ws`, one tick per frame",
     "naive_ws": "naive Python server",
 }

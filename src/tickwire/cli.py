@@ -106,6 +106,9 @@ def serve(config_file: Path | None, **options: Any) -> None:
     from .server.app import create_app
 
     logging.getLogger("uvicorn.access").addFilter(RedactApiKeys())
+    # picows warns on every connection whose send buffer crosses its high-water mark; the
+    # gateways apply their own slow-consumer policy and log what they do about it
+    logging.getLogger("picows").setLevel(max(logging.ERROR, logging.getLogger().level))
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         demo_key = ensure_demo_key(FileKeyStore(settings.data_dir / "keys.json"), settings.data_dir)

@@ -269,12 +269,13 @@ def encode_control(frame: LoginOk | LoginReject | SubAck | UnsubAck | ErrorFrame
 class _BatchFrames:
     """Frames made from one batch, per (symbol, format), and where each tick sits in the batch."""
 
-    __slots__ = ("_bounds", "_order", "batch", "frames", "index", "nbytes")
+    __slots__ = ("_bounds", "_order", "batch", "frames", "index", "joined", "nbytes")
 
     def __init__(self, batch: JournaledBatch) -> None:
         self.batch = batch
         self.index = {name: i for i, name in enumerate(batch.symbols)}
         self.frames: dict[tuple[str, TickFormat], tuple[_I64, list[bytes]]] = {}
+        self.joined: dict[tuple[frozenset[str], TickFormat], tuple[bytes, int]] = {}
         # what holding the entry costs: the batch's columns, and the sort order made from them
         self.nbytes = batch_nbytes(batch) + 8 * len(batch)
         self._order: _I64 | None = None
@@ -338,6 +339,28 @@ class FrameCache:
         entry.nbytes += size
         self.nbytes += size
         self._evict(keep=entry)
+        return made
+
+    def joined(
+        self,
+        batch: JournaledBatch,
+        key: frozenset[str],
+        symbols: Mapping[str, StreamSymbol],
+        fmt: TickFormat,
+    ) -> tuple[bytes, int]:
+        """All the frames of ``symbols`` (whose codes are ``key``) in ``batch``, in offset order,
+        as one write, and how many frames that is; made once per (symbol set, format) while the
+        batch is cached, so every connection with the same subscriptions shares the bytes."""
+        if not any(symbol.source in batch.symbols for symbol in symbols.values()):
+            return b"", 0  # a quiet set never pins a batch
+        entry = self._entry(batch)
+        made = entry.joined.get((key, fmt))
+        if made is None:
+            frames = select_frames(self, batch, symbols, fmt, {})
+            made = entry.joined[(key, fmt)] = (b"".join(frames), len(frames))
+            entry.nbytes += len(made[0])
+            self.nbytes += len(made[0])
+            self._evict(keep=entry)
         return made
 
     def _encode(

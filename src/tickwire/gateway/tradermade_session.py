@@ -219,6 +219,7 @@ class TraderMadeSession:
         """Subscribed codes, in subscription order."""
         self.skip: dict[str, int] = {}
         """Per code, an offset already sent as ``LAST_QUOTE``: later ticks only."""
+        self._symbols_key: frozenset[str] | None = None
         self.close_with: tuple[CloseCode, str] | None = None
         self._verify = verify
         self._slots = slots
@@ -273,6 +274,15 @@ class TraderMadeSession:
             self._legacy(message)
         else:
             self._reject("unknown message: send a login first")
+
+    @property
+    def symbols_key(self) -> frozenset[str]:
+        """The subscribed codes as a set (cached until the subscriptions change): connections
+        with equal keys and the same format get the same tick bytes."""
+        key = self._symbols_key
+        if key is None:
+            key = self._symbols_key = frozenset(self.symbols)
+        return key
 
     def delivered(self, offset: int) -> None:
         """The ticks up to ``offset`` are written: forget the skips they have passed."""
@@ -379,6 +389,7 @@ class TraderMadeSession:
         if not codes:
             self._error('no symbol given: send a comma list such as "symbol":"EURUSD,GBPUSD"')
             self.symbols = {}
+            self._symbols_key = None
             self._invalid()
             return
         accepted: dict[str, StreamSymbol] = {}
@@ -392,6 +403,7 @@ class TraderMadeSession:
             else:
                 accepted[text] = symbol
         self.symbols = accepted  # a new login replaces the list, as a reconnect would
+        self._symbols_key = None
         self.skip = {}
         if problems:
             shown = ", ".join(problems[:MAX_NOTICE_SYMBOLS])
@@ -478,6 +490,7 @@ class TraderMadeSession:
                 reasons[label] = f"symbol limit of {self.limits.max_symbols} reached"
                 continue
             self.symbols.setdefault(symbol.code, symbol)
+            self._symbols_key = None
             accepted.append(label)
             if request.send_last and symbol not in last:
                 last.append(symbol)
@@ -508,5 +521,6 @@ class TraderMadeSession:
         for _, code in self._v2_codes(request.symbols):
             if code is not None:
                 self.symbols.pop(code, None)
+                self._symbols_key = None
                 self.skip.pop(code, None)
         self._out.append(encode_control(UnsubAck()))

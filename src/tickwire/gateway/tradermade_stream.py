@@ -20,8 +20,9 @@ is documented in ``docs/tradermade-streams.md``.
 Ticks: a connection with at least one symbol runs one task that pulls journaled batches from the
 bus (``node.bus.subscribe(position)`` then ``Subscription.next``), takes the frames of its
 symbols from the node's shared :class:`~.tradermade_frames.FrameCache` (each tick is encoded
-once per format, whatever the number of connections), and writes them, one WebSocket frame per
-tick, with a single transport write per read.
+once per format, whatever the number of connections, and the frames of one batch are joined once
+per set of symbols, shared by every connection with that set), and writes them, one WebSocket
+frame per tick, with a single transport write per read, at most every ``write_interval``.
 
 Slow-client policy: nothing is buffered for a client beyond its transport's write buffer. The
 tick task never awaits the client: after each write, if more than ``write_buffer_bytes`` are
@@ -89,6 +90,9 @@ class TraderMadeLimits:
     """Unsent bytes a connection may have before it is closed as a slow consumer (4009)."""
     max_ticks_per_read: int = 10_000
     """Ticks taken from the bus at once (bounds one write, and the overshoot past the limit)."""
+    write_interval: float = 0.002
+    """Seconds between a connection's tick writes, at least: under load each write carries
+    more ticks instead of the connection waking once per published batch."""
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """Frames the node's shared cache keeps (read when the cache is made)."""
     login_timeout: float = 30.0
@@ -97,7 +101,12 @@ class TraderMadeLimits:
     """Seconds to wait for the client's close frame before the socket is aborted."""
 
     def __post_init__(self) -> None:
-        if self.write_buffer_bytes < 1 or self.max_ticks_per_read < 1 or self.cache_bytes < 0:
+        if (
+            self.write_buffer_bytes < 1
+            or self.max_ticks_per_read < 1
+            or self.cache_bytes < 0
+            or not 0 <= self.write_interval <= 1
+        ):
             raise ValueError(f"invalid limits: {self!r}")
         if not (self.login_timeout > 0 and self.close_timeout > 0):
             raise ValueError(f"invalid timeouts: {self!r}")
@@ -324,24 +333,38 @@ class TraderMadeListener(WSListener):
         transport, session, cache = self._transport, self.session, self._cache
         assert transport is not None
         max_ticks = self.limits.max_ticks_per_read
+        interval = self.limits.write_interval
+        loop = asyncio.get_running_loop()
         try:
             while not self._closing:
                 batches = await sub.next(max_ticks=max_ticks)
                 if self._closing:
                     return
+                began = loop.time()
                 symbols = session.symbols
                 if symbols:
                     fmt, skip = session.fmt, session.skip
-                    frames: list[bytes] = []
+                    parts: list[bytes] = []
+                    count = 0
                     for batch in batches:
-                        frames.extend(select_frames(cache, batch, symbols, fmt, skip))
-                    if frames and not (transport.is_close_frame_sent or transport.is_disconnected):
+                        if skip:  # just after a LAST_QUOTE: this connection's own selection
+                            frames = select_frames(cache, batch, symbols, fmt, skip)
+                            parts.extend(frames)
+                            count += len(frames)
+                        else:  # the bytes every connection with these symbols shares
+                            data, n = cache.joined(batch, session.symbols_key, symbols, fmt)
+                            parts.append(data)
+                            count += n
+                    if count and not (transport.is_close_frame_sent or transport.is_disconnected):
                         # pre-framed text frames, one per tick, in one write
-                        transport.underlying_transport.write(b"".join(frames))
-                        self.frames_sent += len(frames)
+                        transport.underlying_transport.write(b"".join(parts))
+                        self.frames_sent += count
                 session.delivered(batches[-1].last_offset)
                 if self._check_buffer():
                     return
+                wait = began + interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
         except asyncio.CancelledError:
             raise
         except JournalUnavailableError:
