@@ -485,6 +485,46 @@ def test_frame_cache_encodes_each_tick_once_and_merges_in_offset_order() -> None
     assert [t["symbol"] for t in skipped].count("EURUSD") == 1  # offsets 11 and 14 left out
 
 
+def test_joined_frames_are_made_once_per_symbol_set_and_shared() -> None:
+    """Connections with the same symbols get the same bytes: the frames of the batch in offset
+    order, kept from the second asker on; a quiet set gets nothing and pins nothing."""
+    batch = journaled(("EURUSD", "GBPUSD", "USDJPY"), [0, 1, 0, 2, 1, 0], first_offset=11)
+    cache = FrameCache()
+    wanted = {c: s for c in ("EURUSD", "USDEUR") if (s := resolve_symbol(CATALOG, c)) is not None}
+    key = frozenset(wanted)
+    data, count = cache.joined(batch, key, wanted, TickFormat.LEGACY)
+    assert data == b"".join(select_frames(cache, batch, wanted, TickFormat.LEGACY, {}))
+    assert count == 6
+    again, _ = cache.joined(batch, frozenset(("USDEUR", "EURUSD")), wanted, TickFormat.LEGACY)
+    assert again == data  # the second asker: made again, and now kept
+    held = cache.nbytes
+    third, _ = cache.joined(batch, key, wanted, TickFormat.LEGACY)
+    assert third is again and cache.nbytes == held
+    chf = resolve_symbol(CATALOG, "USDCHF")
+    assert chf is not None
+    quiet = cache.joined(batch, frozenset(("USDCHF",)), {"USDCHF": chf}, TickFormat.LEGACY)
+    assert quiet == (b"", 0) and cache.nbytes == held
+
+
+def test_a_read_of_many_batches_is_merged_once_per_slice() -> None:
+    """Consecutive batches with different symbol dictionaries merge into one batch with the
+    same ticks in the same order; readers of the same slice share it."""
+    parts = [
+        journaled(("EURUSD", "GBPUSD"), [0, 1, 0], first_offset=1),
+        journaled(("USDJPY", "EURUSD"), [1, 0], first_offset=4),
+        journaled(("GBPUSD",), [0, 0], first_offset=6),
+    ]
+    cache = FrameCache()
+    merged = cache.merged(parts)
+    assert cache.merged(parts) is merged
+    assert [(t.symbol, t.offset) for t in merged.ticks()] == [
+        (t.symbol, t.offset) for p in parts for t in p.ticks()
+    ]
+    assert cache.merged(parts[:1]) is parts[0]
+    with pytest.raises(ValueError, match="does not follow"):
+        JournaledBatch.concat([parts[0], parts[2]])
+
+
 def test_frame_cache_stays_within_its_byte_bound() -> None:
     """The cache drops its oldest batches to stay under max_bytes."""
     cache = FrameCache(max_bytes=2_000)

@@ -248,6 +248,42 @@ class JournaledBatch:
             self.ask[:count],
         )
 
+    @staticmethod
+    def concat(batches: Sequence[JournaledBatch]) -> JournaledBatch:
+        """Consecutive batches of one epoch as one batch (their symbol dictionaries merged).
+
+        Raises ValueError if the batches are empty, of several epochs or not contiguous.
+        """
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        names: dict[str, int] = {}
+        syms = []
+        expected = first.first_offset
+        for batch in batches:
+            if batch.epoch != first.epoch or batch.first_offset != expected:
+                raise ValueError(
+                    f"batch {batch.epoch}:{batch.first_offset} does not follow "
+                    f"{first.epoch}:{expected - 1}"
+                )
+            expected = batch.last_offset + 1
+            mapping = np.array(
+                [names.setdefault(n, len(names)) for n in batch.symbols], dtype=np.uint16
+            )
+            syms.append(mapping[batch.sym])
+        return JournaledBatch(
+            first.epoch,
+            first.first_offset,
+            tuple(names),
+            np.concatenate(syms),
+            np.concatenate([b.seq for b in batches]),
+            np.concatenate([b.ts for b in batches]),
+            np.concatenate([b.bid for b in batches]),
+            np.concatenate([b.ask for b in batches]),
+        )
+
     def ticks(self) -> Iterator[Tick]:
         """Each tick as a :class:`Tick` (for APIs and tests, not for the hot path)."""
         names = self.symbols

@@ -63,6 +63,8 @@ __all__ = [
 NO_VOLUME: Final = "0"
 """``av``/``bv`` of V2 frames: tickwire's ticks carry no volume, so the field says none."""
 DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
+MERGED_SLICES: Final = 16
+"""Merged bus slices a :class:`FrameCache` keeps (each at most one read, ``max_ticks_per_read``)."""
 """Default bound on the frames a :class:`FrameCache` keeps."""
 MAX_CODE_CHARS: Final = 16
 _CODE = re.compile(r"[A-Z0-9._]{1,16}")
@@ -269,13 +271,14 @@ def encode_control(frame: LoginOk | LoginReject | SubAck | UnsubAck | ErrorFrame
 class _BatchFrames:
     """Frames made from one batch, per (symbol, format), and where each tick sits in the batch."""
 
-    __slots__ = ("_bounds", "_order", "batch", "frames", "index", "joined", "nbytes")
+    __slots__ = ("_bounds", "_order", "asked", "batch", "frames", "index", "joined", "nbytes")
 
     def __init__(self, batch: JournaledBatch) -> None:
         self.batch = batch
         self.index = {name: i for i, name in enumerate(batch.symbols)}
         self.frames: dict[tuple[str, TickFormat], tuple[_I64, list[bytes]]] = {}
         self.joined: dict[tuple[frozenset[str], TickFormat], tuple[bytes, int]] = {}
+        self.asked: set[tuple[frozenset[str], TickFormat]] = set()  # joins made once, not kept
         # what holding the entry costs: the batch's columns, and the sort order made from them
         self.nbytes = batch_nbytes(batch) + 8 * len(batch)
         self._order: _I64 | None = None
@@ -311,9 +314,28 @@ class FrameCache:
         self.encoded = 0
         """Ticks encoded so far (each tick once per format while its batch is cached)."""
         self._batches: dict[tuple[int, int, int], _BatchFrames] = {}
+        self._merged: dict[tuple[int, int, int], JournaledBatch] = {}
 
     def __len__(self) -> int:
         return len(self._batches)
+
+    def merged(self, batches: Sequence[JournaledBatch]) -> JournaledBatch:
+        """``batches`` (consecutive, one epoch) as one batch, made once per slice of the bus.
+
+        Connections that read the same slice get the same batch, so its frames and joins are
+        shared too; the work per read is then per connection, not per small published batch.
+        The last :data:`MERGED_SLICES` slices are kept.
+        """
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        key = (first.epoch, first.first_offset, sum(map(len, batches)))
+        batch = self._merged.get(key)
+        if batch is None:
+            batch = self._merged[key] = JournaledBatch.concat(batches)
+            if len(self._merged) > MERGED_SLICES:
+                del self._merged[next(iter(self._merged))]  # the oldest
+        return batch
 
     def _entry(self, batch: JournaledBatch) -> _BatchFrames:
         key = (batch.epoch, batch.first_offset, len(batch))
@@ -349,18 +371,27 @@ class FrameCache:
         fmt: TickFormat,
     ) -> tuple[bytes, int]:
         """All the frames of ``symbols`` (whose codes are ``key``) in ``batch``, in offset order,
-        as one write, and how many frames that is; made once per (symbol set, format) while the
-        batch is cached, so every connection with the same subscriptions shares the bytes."""
+        as one write, and how many frames that is.
+
+        A join asked for a second time is kept while the batch is cached, so connections with
+        the same subscriptions share its bytes; a set only one connection has is not kept (the
+        bound then holds the shared frames, not one copy per connection).
+        """
         if not any(symbol.source in batch.symbols for symbol in symbols.values()):
             return b"", 0  # a quiet set never pins a batch
         entry = self._entry(batch)
-        made = entry.joined.get((key, fmt))
+        wanted = (key, fmt)
+        made = entry.joined.get(wanted)
         if made is None:
             frames = select_frames(self, batch, symbols, fmt, {})
-            made = entry.joined[(key, fmt)] = (b"".join(frames), len(frames))
-            entry.nbytes += len(made[0])
-            self.nbytes += len(made[0])
-            self._evict(keep=entry)
+            made = (b"".join(frames), len(frames))
+            if wanted in entry.asked:
+                entry.joined[wanted] = made
+                entry.nbytes += len(made[0])
+                self.nbytes += len(made[0])
+                self._evict(keep=entry)
+            else:
+                entry.asked.add(wanted)
         return made
 
     def _encode(

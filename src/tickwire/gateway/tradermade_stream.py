@@ -91,8 +91,9 @@ class TraderMadeLimits:
     max_ticks_per_read: int = 10_000
     """Ticks taken from the bus at once (bounds one write, and the overshoot past the limit)."""
     write_interval: float = 0.002
-    """Seconds between a connection's tick writes, at least: under load each write carries
-    more ticks instead of the connection waking once per published batch."""
+    """Connections write ticks at most once per this many seconds, all on the same clock grid
+    (so they read the same slices of the bus and share their encoding); under load each write
+    carries more ticks instead of each connection waking once per published batch."""
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """Frames the node's shared cache keeps (read when the cache is made)."""
     login_timeout: float = 30.0
@@ -340,31 +341,26 @@ class TraderMadeListener(WSListener):
                 batches = await sub.next(max_ticks=max_ticks)
                 if self._closing:
                     return
-                began = loop.time()
                 symbols = session.symbols
                 if symbols:
                     fmt, skip = session.fmt, session.skip
-                    parts: list[bytes] = []
-                    count = 0
-                    for batch in batches:
-                        if skip:  # just after a LAST_QUOTE: this connection's own selection
-                            frames = select_frames(cache, batch, symbols, fmt, skip)
-                            parts.extend(frames)
-                            count += len(frames)
-                        else:  # the bytes every connection with these symbols shares
-                            data, n = cache.joined(batch, session.symbols_key, symbols, fmt)
-                            parts.append(data)
-                            count += n
+                    batch = cache.merged(batches)  # one slice, shared by whoever reads it
+                    if skip:  # just after a LAST_QUOTE: this connection's own selection
+                        frames = select_frames(cache, batch, symbols, fmt, skip)
+                        data, count = b"".join(frames), len(frames)
+                    else:  # the bytes every connection with these symbols shares
+                        data, count = cache.joined(batch, session.symbols_key, symbols, fmt)
                     if count and not (transport.is_close_frame_sent or transport.is_disconnected):
                         # pre-framed text frames, one per tick, in one write
-                        transport.underlying_transport.write(b"".join(parts))
+                        transport.underlying_transport.write(data)
                         self.frames_sent += count
                 session.delivered(batches[-1].last_offset)
                 if self._check_buffer():
                     return
-                wait = began + interval - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if interval > 0:
+                    # every connection wakes on the same grid, so they read the same slices of
+                    # the bus and share the merged batch, its frames and its joins
+                    await asyncio.sleep(interval - loop.time() % interval)
         except asyncio.CancelledError:
             raise
         except JournalUnavailableError:
