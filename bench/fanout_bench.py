@@ -5,9 +5,12 @@ Every point starts one server and one or more load-generator processes
 connects N clients, subscribes them all at once, lets it run, then measures a window. Servers:
 
 * ``tickwire``: ``python -m tickwire serve`` with the simulator in load mode (exactly R ticks/s
-  round-robin over the catalogue's 49 symbols, emitted in wake-ups of 100 ms), ``--sync none``,
+  round-robin over the catalogue's 49 symbols, emitted in wake-ups of 1 ms), ``--sync none``,
   ``--backfill-days 0``; clients on the native ``/v1/stream`` (``subscribe`` ``ticks``, no
   snapshot);
+* ``feedadv``: the same tickwire server, clients on TraderMade's legacy ``/feedadv`` (login
+  with the key and a comma list of symbols; one tick per WebSocket frame, no position, so loss
+  is not checkable per tick: its sinks count frames exactly, its observers time the ticks);
 * ``node_batched``: Node ``ws``, batched like tickwire (one frame per client per batch, spliced
   from each symbol's ticks encoded once; ``bench/fanout_peers/node_ws.js``);
 * ``tcp_ceiling``: bare asyncio TCP, the same pre-encoded ticks coalesced per client, no
@@ -18,7 +21,7 @@ connects N clients, subscribes them all at once, lets it run, then measures a wi
 
 The peers have no journal or simulator: each generates the same kind of ticks in process
 (``bench/fanout_peers/ticksource.py`` and its copy in ``node_ws.js``: the simulator's load mode,
-with the same 49 symbols, rate, 100 ms wake-ups, times, offsets and seqs), starting once every
+with the same 49 symbols, rate, wake-ups, times, offsets and seqs), starting once every
 client is subscribed. tickwire does more per tick (simulation, journal, store writer, two live
 states) in the same process. Its simulator runs from the start, but clients subscribe only once
 all are connected, so no server streams to early clients while later ones connect.
@@ -34,7 +37,7 @@ What is measured, per point (see :mod:`bench.fanout_loadgen` for the client side
 * latency p50/p99/max: receipt minus the tick's emission (the wake-up that emitted it,
   estimated from ``t``), on a sample of "observer" connections that decode every tick after the
   run; for tickwire this is journal-to-client plus the commit. ``age`` = receipt − ``t`` (adds
-  the simulator's own 0-100 ms of stamping) is in the JSON results;
+  the simulator's own stamping within the step) is in the JSON results;
 * loss: per-symbol ``q`` gaps on observers, plus the exact tick count check of every other
   connection between two frames (``sink missing``); duplicates likewise;
 * CPU: each process's CPU time over the window from ``/proc/PID/stat`` (100 % = one core); the
@@ -46,8 +49,9 @@ subscribe to ``resume`` ``live``, the replay checked gap-free), from the ring an
 ``--ring-ticks``, from the journal; and server memory per idle connection (RSS delta /
 connections, authenticated but not subscribed).
 
-**The 100 ms wake-ups dominate latency at millions of deliveries/s**: each one moves R/10 ticks
-to every client at once (~100 MB at 10 M/s), which takes tens of ms on loopback for any server.
+**The wake-up step** is 1 ms by default, as in ``../shared/measurements/fanout.md``: with long
+steps (``--step-ms 100``) each wake-up moves R/10 ticks to every client at once (~100 MB at
+10 M/s), which takes tens of ms on loopback for any server, so latency then measures the step.
 ``--step-ms`` runs every source with another step (tickwire with ``--sim-step-ms``).
 
     python -m bench.fanout_bench                 # grid, resume and memory (~11 min)
@@ -55,7 +59,7 @@ to every client at once (~100 MB at 10 M/s), which takes tens of ms on loopback 
     python -m bench.fanout_bench --tiny          # 10 clients, tickwire and Node: seconds
     python -m bench.fanout_bench --only resume   # one part: grid, resume or memory
     python -m bench.fanout_bench --clients 1000 --mixes random --servers tickwire,node_batched
-    python -m bench.fanout_bench --clients 100,1000 --step-ms 10 --servers tickwire,node_batched
+    python -m bench.fanout_bench --clients 100,1000 --step-ms 100 --servers tickwire,node_batched
 
 The three parts are separate workloads with their own results: ``bench/results/fanout.json``
 (the grid), ``resume.json`` and ``memory.json`` (see :mod:`bench.results_io`; ``--out DIR``
@@ -299,7 +303,7 @@ class Bench:
     key: str
     keys_file: Path
     pin: bool
-    step_ms: float = 100.0
+    step_ms: float = 1.0
     tickwire_args: list[str] = field(default_factory=list)
     points: int = 0
     log_dir: Path = field(default_factory=Path)
@@ -1076,7 +1080,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--step-ms",
         type=float,
-        default=100.0,
+        default=1.0,
         help="simulator/tick-source wake-up step, the same for every server (tickwire's "
         "--sim-step-ms)",
     )
