@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -479,3 +480,54 @@ async def test_flush_interval_setting_paces_the_frames(tmp_path: Path) -> None:
     assert len(frames) <= elapsed / 0.4 + 2, frames
     assert sum(frames) / len(frames) > 10  # each frame carries many feed steps' ticks
     assert_contiguous(ticks)
+
+
+def read_frames(sock: socket.socket, seconds: float = 5.0) -> list[tuple[int, bytes]]:
+    """Server frames (opcode, payload) until the peer closes the socket or ``seconds`` pass."""
+    sock.settimeout(seconds * TIMEOUT_SCALE)
+    data = b""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    frames, pos = [], 0
+    while pos + 2 <= len(data):
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if length == 126:
+            length, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif length == 127:
+            length, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        frames.append((opcode, data[pos : pos + length]))
+        pos += length
+    return frames
+
+
+def masked_close(payload: bytes = b"") -> bytes:
+    """A client CLOSE frame (masked)."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x88, 0x80 | len(payload)]) + mask + body
+
+
+def test_a_close_without_a_code_is_answered_with_1000(server: ServerProcess) -> None:
+    """RFC 6455: the server answers a CLOSE without a status code with one valid CLOSE (1000),
+    never with the code 0, and then closes the socket."""
+    sock, _ = raw_upgrade(server)
+    with sock:
+        sock.sendall(masked_close())
+        closes = [payload for opcode, payload in read_frames(sock) if opcode == 0x8]
+    assert closes == [(1000).to_bytes(2, "big")]
+
+
+def test_a_server_close_is_sent_once(server: ServerProcess) -> None:
+    """After its own CLOSE (a failed login: 4001) the server sends nothing more, not even a
+    second CLOSE when the client answers."""
+    sock, _ = raw_upgrade(server)
+    with sock:
+        sock.sendall(masked_text(json.dumps({"action": "login", "key": "tw_nope"})))
+        time.sleep(0.5)
+        sock.sendall(masked_close((4001).to_bytes(2, "big")))
+        frames = read_frames(sock)
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    assert len(closes) == 1 and closes[0][:2] == (4001).to_bytes(2, "big"), frames
+    assert frames[-1][0] == 0x8  # nothing after it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -939,3 +940,19 @@ async def test_pings_are_answered_and_close_all_says_going_away(gateway: Gateway
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server shutting down")
     await wait_until(lambda: gateway.connections.count(record_.id) == 0)
     assert close_all(gateway.node) == 0
+
+
+@module_loop
+async def test_a_close_without_a_code_is_answered_with_1000(gateway: Gateway) -> None:
+    """/feedadv answers a CLOSE without a status code with CLOSE 1000 (never code 0)."""
+    reader, writer = await raw_client(gateway.port, "/feedadv")
+    mask = os.urandom(4)
+    writer.write(bytes((0x88, 0x80)) + mask)  # CLOSE, no payload
+    data = b""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(4096), within(5)):
+            data += chunk
+    writer.close()
+    close_at = data.rfind(b"\x88\x02")
+    assert close_at >= 0, data
+    assert data[close_at + 2 : close_at + 4] == (1000).to_bytes(2, "big")

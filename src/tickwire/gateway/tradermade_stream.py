@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from picows import (
-    WSCloseCode,
     WSFrame,
     WSListener,
     WSMsgType,
@@ -58,6 +57,7 @@ from ..access.keys import KeyStore
 from ..bus.base import Subscription
 from ..errors import JournalUnavailableError, PositionUnavailableError
 from ..node import Node
+from .closing import answer_close, send_close
 from .connections import ConnectionCounter
 from .tradermade_frames import DEFAULT_CACHE_BYTES, FrameCache, select_frames
 from .tradermade_session import CloseCode, Dialect, SessionLimits, TraderMadeSession
@@ -77,7 +77,6 @@ log = logging.getLogger("tickwire.gateway.tradermade")
 
 PATHS: Final = {"/feedadv": Dialect.LEGACY, "/feedAdv": Dialect.V2}
 """The served paths and the dialect each assumes until the client's first message decides."""
-MAX_CLOSE_REASON: Final = 123  # bytes: a close frame's payload is at most 125, with the code
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -260,10 +259,8 @@ class TraderMadeListener(WSListener):
     def _frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
             self._closing = True
-            transport.disconnect()
+            answer_close(transport, frame)
             return
         if kind == WSMsgType.PING:  # only seen when the server does not auto-pong
             transport.send_pong(frame.get_payload_as_bytes())
@@ -394,7 +391,7 @@ class TraderMadeListener(WSListener):
         if transport is None or loop is None or transport.is_disconnected:
             return
         log.debug("tradermade #%d: closing with %d %s", self.id, code, reason)
-        transport.send_close(WSCloseCode(int(code)), reason.encode()[:MAX_CLOSE_REASON])
+        send_close(transport, int(code), reason)
         self._abort_timer = loop.call_later(self.limits.close_timeout, self._abort)
 
     def _abort(self) -> None:

@@ -28,7 +28,6 @@ import contextlib
 import logging
 import math
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,6 +59,7 @@ from ..protocol import (
 )
 from ..protocol.session import Subscribe, Unsubscribe, admit
 from .barstream import BarTracker
+from .closing import answer_close, send_close
 from .connections import ConnectionCounter
 from .symbolsets import SymbolSets
 
@@ -147,8 +147,7 @@ class _Connection(WSListener):
         elif kind is WSMsgType.PONG:
             self.session.pong_received(now)
         elif kind is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            answer_close(transport, frame)
             return
         self.pump()
 
@@ -225,10 +224,10 @@ class _Connection(WSListener):
         transport = self.transport
         if transport is None or transport.is_disconnected:
             return
+        if not send_close(transport, code, reason):
+            return  # one close frame per connection
         if code >= 4000:
             log.info("session %s: closing %d: %s", self.session.id, code, reason)
-        payload = struct.pack("!H", code) + reason.encode()[:120]
-        transport.send(WSMsgType.CLOSE, payload)
         # the closing handshake: the peer answers our close frame (after reading everything
         # before it) and on_ws_frame disconnects; a peer that never reads is aborted after a
         # grace period, so its buffers are freed
