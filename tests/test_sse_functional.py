@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tickwire.gateway.sse import MAX_TICKS_PER_EVENT
 
 from .serverproc import ServerProcess
 
@@ -100,3 +104,32 @@ def test_bad_input_is_rejected(server: ServerProcess) -> None:
         response = httpx.get(f"{server.url}/v1/sse", params=params, headers=headers)
         assert response.status_code == 400, response.text
     assert httpx.get(f"{server.url}/v1/sse").status_code == 401
+
+
+def test_a_slow_quotes_reader_jumps_to_the_latest_quotes(tmp_path: Path) -> None:
+    """A quotes reader that stalls far behind gets one event with the latest quotes and goes on
+    from there, instead of a walk through every missed tick."""
+    args = ("--backfill-days", "0", "--no-weekend-closed", "--sync", "none")
+    with ServerProcess(
+        tmp_path / "data", *args, "--load-rate", "20000", "--sim-step-ms", "1"
+    ) as proc:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", proc.port))
+        with sock:
+            # HTTP/1.0: the body comes unchunked, so event lines can be read from the bytes
+            sock.sendall(
+                f"GET /v1/sse?channel=quotes HTTP/1.0\r\n"  # every symbol: ~5 MB/s of events
+                f"X-API-Key: {proc.key}\r\n\r\n".encode()
+            )
+            sock.settimeout(10)
+            data = sock.recv(4096)
+            time.sleep(4)  # stall: the buffers fill, the server's writes block, the bus moves on
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                data += sock.recv(65536)
+    assert b" 200 " in data.split(b"\r\n", 1)[0]
+    ids = [int(line.split(b":")[2]) for line in data.split(b"\n") if line.startswith(b"id: ")]
+    jumps = [b - a for a, b in itertools.pairwise(ids)]
+    assert jumps and all(j > 0 for j in jumps)
+    assert max(jumps) > 4 * MAX_TICKS_PER_EVENT, jumps  # one jump, not a walk of small steps

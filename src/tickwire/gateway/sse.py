@@ -8,7 +8,9 @@ Events (``data`` is one JSON object):
   ``EPOCH:OFFSET`` of the last tick of the batch, so a reconnecting ``EventSource`` sends it back
   as ``Last-Event-ID`` and resumes after it: no gap, no duplicate, the same position semantics as
   the native protocol. On the ``quotes`` channel the same shape carries only each symbol's latest
-  tick per batch (conflated) and never resumes.
+  tick per batch (conflated) and never resumes; a quotes reader that fell more than
+  ``MAX_TICKS_PER_EVENT`` behind gets one event with the live state's latest quotes of its
+  symbols instead of a walk through the missed ticks, and continues from there.
 * ``heartbeat``: ``{"epoch", "offset", "time"}`` every ``heartbeat`` seconds while idle.
 * ``resume``: ``{"status": "too_old" | "epoch_changed" | "ahead", …}`` when the position cannot
   be resumed; the stream then ends, and the client should fetch history over REST and reconnect
@@ -44,6 +46,7 @@ from ..errors import JournalUnavailableError, PositionUnavailableError
 from ..model import JournaledBatch, Position
 from ..node import Node
 from ..protocol import encode_quotes_json, encode_ticks_json
+from ..protocol.encoding import wire_quote
 
 __all__ = ["SharedPieces", "routes"]
 
@@ -124,6 +127,17 @@ def _quotes_body(
     return b'{"ticks":[' + b",".join(latest.values()) + b"]}" if latest else b""
 
 
+def _live_quotes_body(node: Node, wanted: set[str], after: int) -> bytes:
+    """The live state's latest quote of each wanted symbol that ticked after ``after``."""
+    live = node.live
+    pieces = [
+        _encoder.encode(wire_quote(quote))
+        for name in sorted(wanted)
+        if (quote := live.quote(name)) is not None and quote.offset > after
+    ]
+    return b'{"ticks":[' + b",".join(pieces) + b"]}" if pieces else b""
+
+
 def _event(kind: str, data: Any, event_id: str | None = None) -> bytes:
     return _raw_event(kind, _encoder.encode(data), event_id)
 
@@ -201,6 +215,17 @@ async def _events(
     shared = _shared(node)
     yield _event("hello", {"epoch": bus.epoch, "offset": after, "channel": channel})
     while True:
+        if channel == "quotes" and bus.last_offset - subscription.after > MAX_TICKS_PER_EVENT:
+            # behind (the reader was slow): only the latest quotes matter, so jump to the live
+            # state's position instead of walking the missed ticks
+            jump = node.live.offset
+            if jump > subscription.after:
+                body = _live_quotes_body(node, wanted, subscription.after)
+                await subscription.aclose()
+                subscription = bus.subscribe(jump)
+                if body:
+                    yield _raw_event("ticks", body, f"{bus.epoch}:{jump}")
+                continue
         try:
             batches = await asyncio.wait_for(
                 subscription.next(max_ticks=MAX_TICKS_PER_EVENT), HEARTBEAT_SECONDS
