@@ -1414,3 +1414,17 @@ def test_codecs_name_their_frame_type() -> None:
 def test_stream_state_position() -> None:
     """StreamState names its position as a Position."""
     assert STATE.position == Position(7, 500) and str(STATE.position) == "7:500"
+
+
+@pytest.mark.parametrize("n", [50, 5_000])  # both grouping paths (small loop, sorted columns)
+def test_encoding_only_some_symbols_gives_their_pieces_exactly(n: int) -> None:
+    """A replay encodes only the client's symbols: the same bytes as those symbols' pieces of
+    the full encoding, offsets included; symbols a batch lacks give nothing."""
+    b = batch(n, first=1_001)
+    for codec in CODECS.values():
+        full = codec.encode_ticks(b)
+        some = codec.encode_ticks([b, b.since(b.last_offset)], frozenset({"GBPUSD", "NZDUSD"}))
+        assert some == {"GBPUSD": full["GBPUSD"]}
+        assert some["GBPUSD"].ticks == full["GBPUSD"].ticks
+        assert codec.encode_ticks(b, frozenset({"NZDUSD"})) == {}
+        assert codec.encode_ticks(b, frozenset(b.symbols)) == full

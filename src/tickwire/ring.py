@@ -53,7 +53,8 @@ class TickRing:
         self._ticks = 0
 
     def read(self, after: int, *, max_ticks: int = 100_000) -> list[JournaledBatch] | None:
-        """Batches with the ticks after ``after`` (up to about ``max_ticks``).
+        """Batches with the ticks after ``after``: at most ``max_ticks`` of them (whole batches,
+        except that a first batch larger than ``max_ticks`` is cut).
 
         Returns None if ticks right after ``after`` have been evicted (or were never held), and
         an empty list if there is nothing newer yet.
@@ -69,8 +70,10 @@ class TickRing:
         total = 0
         for i in range(index, len(self._batches)):
             batch = self._batches[i].since(after)
+            if total + len(batch) > max_ticks:
+                if not out:
+                    out.append(batch.head(max_ticks))
+                break
             out.append(batch)
             total += len(batch)
-            if total >= max_ticks:
-                break
         return out

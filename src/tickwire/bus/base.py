@@ -28,7 +28,8 @@ class Subscription(abc.ABC):
 
     @abc.abstractmethod
     async def next(self, *, max_ticks: int = 100_000) -> list[JournaledBatch]:
-        """Wait for and return the batches after ``after`` (about ``max_ticks`` at most).
+        """Wait for and return the batches after ``after``: at least one tick, at most
+        ``max_ticks``; ``after`` then moves to the last offset returned.
 
         Raises :class:`~tickwire.errors.PositionUnavailableError` if they are gone, and
         :class:`~tickwire.errors.JournalUnavailableError` once the bus is closed.

@@ -408,18 +408,16 @@ class Gateway:
         cursor = action.from_position.offset
         try:
             subscription = self.node.bus.subscribe(cursor)
-            while cursor < self.delivered and not conn.session.closed:
+            while cursor < self.delivered:
+                # never past `delivered`: the bus returns at most max_ticks
                 batches = await subscription.next(
                     max_ticks=min(REPLAY_CHUNK_TICKS, self.delivered - cursor)
                 )
-                batches = [
-                    b.head(self.delivered - b.first_offset + 1)
-                    for b in batches
-                    if b.first_offset <= self.delivered
-                ]
-                if not batches:
-                    break
-                pieces = codec.encode_ticks(batches)
+                if conn.session.closed:
+                    return
+                # only the symbols still subscribed (the client may unsubscribe meanwhile)
+                symbols = symbols & conn.session.symbols(Channel.TICKS)
+                pieces = codec.encode_ticks(batches, symbols)  # its own symbols only
                 mine = [pieces[s] for s in sorted(symbols) if s in pieces]
                 if mine:
                     conn.send(codec.frame_ticks(mine))
@@ -439,6 +437,8 @@ class Gateway:
             conn.pump()
             return
         else:
+            if conn.session.closed:
+                return
             conn.session.replay_finished(action)
         # caught up: join the live fan-out in this same step, so nothing is missed or repeated;
         # only the symbols still subscribed (the client may have unsubscribed meanwhile)

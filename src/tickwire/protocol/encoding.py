@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ..model import Bar, JournaledBatch, PriceSide, Quote
 from .messages import (
@@ -123,17 +124,31 @@ _QUOTES_MSGPACK_HEAD: Final = (
 # -- grouping -----------------------------------------------------------------------------
 
 
-def wire_ticks(batches: JournaledBatch | Iterable[JournaledBatch]) -> dict[str, list[WireTick]]:
-    """The ticks of ``batches`` as :class:`WireTick` lists by symbol, each in offset order.
+TickBatches = JournaledBatch | Iterable[JournaledBatch]
+
+
+class TickEncoder(Protocol):
+    """Encodes the ticks of batches per symbol (of ``only``, if given): see the codecs."""
+
+    def __call__(
+        self, batches: TickBatches, only: frozenset[str] | None = None
+    ) -> dict[str, Piece]: ...
+
+
+def wire_ticks(
+    batches: TickBatches, only: frozenset[str] | None = None
+) -> dict[str, list[WireTick]]:
+    """The ticks of ``batches`` as :class:`WireTick` lists by symbol, each in offset order;
+    only the symbols in ``only`` when it is given (the others are not even built).
 
     Several batches (given in offset order) merge; symbols appear in the order of the first
     batch's ``symbols`` that has them.
     """
     if isinstance(batches, JournaledBatch):
-        return _group(batches)
+        return _group(batches, only)
     out: dict[str, list[WireTick]] = {}
     for batch in batches:
-        for name, ticks in _group(batch).items():
+        for name, ticks in _group(batch, only).items():
             have = out.get(name)
             if have is None:
                 out[name] = ticks
@@ -142,12 +157,20 @@ def wire_ticks(batches: JournaledBatch | Iterable[JournaledBatch]) -> dict[str, 
     return out
 
 
-def _group(batch: JournaledBatch) -> dict[str, list[WireTick]]:
+def _group(batch: JournaledBatch, only: frozenset[str] | None) -> dict[str, list[WireTick]]:
     n = len(batch)
     names = batch.symbols
     epoch = batch.epoch
     first = batch.first_offset
-    if n < _SORT_ABOVE:
+    picked: npt.NDArray[np.int64] | None = None  # positions of the wanted ticks; None: all
+    if only is not None:
+        wanted = [i for i, name in enumerate(names) if name in only]
+        if not wanted:
+            return {}
+        if len(wanted) < len(names):
+            picked = np.flatnonzero(np.isin(batch.sym, wanted))
+            n = len(picked)
+    if picked is None and n < _SORT_ABOVE:
         lists: list[list[WireTick]] = [[] for _ in names]
         for i, (s, q, t, b, a) in enumerate(
             zip(
@@ -161,10 +184,14 @@ def _group(batch: JournaledBatch) -> dict[str, list[WireTick]]:
         ):
             lists[s].append(WireTick(names[s], b, a, t, epoch, first + i, q))
         return {names[i]: ticks for i, ticks in enumerate(lists) if ticks}
-    # large batch: one stable sort, then one Struct per tick built by map() over columns
-    order_idx = np.argsort(batch.sym, kind="stable")
+    # large batch or a selection: one stable sort, then one Struct per tick built by map()
+    if picked is None:
+        order_idx = np.argsort(batch.sym, kind="stable")
+        counts = np.bincount(batch.sym, minlength=len(names)).tolist()
+    else:
+        order_idx = picked[np.argsort(batch.sym[picked], kind="stable")]
+        counts = np.bincount(batch.sym[picked], minlength=len(names)).tolist()
     sorted_sym = batch.sym[order_idx]
-    counts = np.bincount(batch.sym, minlength=len(names)).tolist()
     name_col = np.asarray(names, dtype=object)[sorted_sym].tolist()
     structs = list(
         map(
@@ -222,10 +249,11 @@ def wire_quote(quote: Quote) -> WireTick:
 # -- JSON ---------------------------------------------------------------------------------
 
 
-def encode_ticks_json(batches: JournaledBatch | Iterable[JournaledBatch]) -> dict[str, Piece]:
-    """Per symbol, its ticks as comma-joined JSON objects; each tick is encoded once."""
+def encode_ticks_json(batches: TickBatches, only: frozenset[str] | None = None) -> dict[str, Piece]:
+    """Per symbol (of ``only``, if given), its ticks as comma-joined JSON objects; each tick is
+    encoded once."""
     out: dict[str, Piece] = {}
-    for name, ticks in wire_ticks(batches).items():
+    for name, ticks in wire_ticks(batches, only).items():
         piece = out[name] = Piece(_json_encode(ticks)[1:-1])  # inline: this runs per symbol
         piece.ticks = len(ticks)
     return out
@@ -277,10 +305,13 @@ def encode_bar_json(bar: Bar, interval: Interval, side: PriceSide, state: BarSta
 # -- MessagePack --------------------------------------------------------------------------
 
 
-def encode_ticks_msgpack(batches: JournaledBatch | Iterable[JournaledBatch]) -> dict[str, Piece]:
-    """Per symbol, its tick maps concatenated (no array header); each tick is encoded once."""
+def encode_ticks_msgpack(
+    batches: TickBatches, only: frozenset[str] | None = None
+) -> dict[str, Piece]:
+    """Per symbol (of ``only``, if given), its tick maps concatenated (no array header); each
+    tick is encoded once."""
     out: dict[str, Piece] = {}
-    for name, ticks in wire_ticks(batches).items():
+    for name, ticks in wire_ticks(batches, only).items():
         count = len(ticks)
         skip = 1 if count < 16 else 3 if count < 0x10000 else 5  # the array header
         piece = out[name] = Piece(_msgpack_encode(ticks)[skip:])
@@ -338,7 +369,7 @@ class Codec:
     encoding: Encoding
     binary: bool
     encode: Callable[[ServerMessage], bytes]
-    encode_ticks: Callable[[JournaledBatch | Iterable[JournaledBatch]], dict[str, Piece]]
+    encode_ticks: TickEncoder
     frame_ticks: Callable[[Sequence[Piece]], bytes]
     encode_quotes: Callable[[JournaledBatch | Iterable[JournaledBatch]], dict[str, bytes]]
     frame_quotes: Callable[[Sequence[bytes]], bytes]
