@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from tickwire.bus import InProcessBus
 from tickwire.errors import InvalidTickError, JournalUnavailableError, PositionUnavailableError
-from tickwire.journal import Journal, SyncPolicy
+from tickwire.journal import Journal, SyncPolicy, records
 from tickwire.model import JournaledBatch, TickBatch
 from tickwire.tickplant import CommitLimits, Tickplant
 
@@ -171,4 +172,50 @@ async def test_a_refused_write_consumes_no_position(tmp_path: Path, sync: SyncPo
     for name in {t.symbol for t in ticks}:
         seqs = [t.seq for t in ticks if t.symbol == name]
         assert seqs == list(range(1, len(seqs) + 1))
+    await plant.stop()
+
+
+async def test_a_read_never_returns_more_than_asked(tmp_path: Path) -> None:
+    """The bus returns at most max_ticks (cutting a first batch that is larger), so a reader
+    that asks for "up to here" never gets past it, from the ring or from the journal."""
+    for ring_ticks in (1_000_000, 10):  # the ring, then the journal
+        plant = build(tmp_path / str(ring_ticks), ring_ticks=ring_ticks)
+        for seed in range(3):
+            await plant.submit_durable(make_batch(10, seed=seed))
+        sub = plant.bus.subscribe(0)
+        got = await sub.next(max_ticks=5)
+        assert sum(map(len, got)) == 5 and sub.after == 5
+        got = await sub.next(max_ticks=12)  # the rest of batch 1, not all of batch 2
+        assert sum(map(len, got)) == 5 and sub.after == 10
+        got = await sub.next(max_ticks=15)
+        assert sum(map(len, got)) == 10 and sub.after == 20
+        await plant.stop()
+
+
+async def test_without_sync_a_segment_switch_still_leaves_the_event_loop(tmp_path: Path) -> None:
+    """With sync=none the append runs inline, except when it starts a segment (an fsync of the
+    full one): that append runs in a worker thread. The record size is known in advance."""
+    journal, _ = Journal.open(tmp_path, sync=SyncPolicy.NONE, segment_bytes=20_000)
+    bus = InProcessBus(
+        epoch=journal.epoch,
+        last_offset=journal.last_offset,
+        history=lambda after, n: journal.read(after, max_ticks=n),
+    )
+    plant = Tickplant(journal, bus)
+    plant.start()
+    switched_on: list[bool] = []
+    start_segment = journal._start_segment
+
+    def watched() -> None:
+        switched_on.append(threading.current_thread() is threading.main_thread())
+        start_segment()
+
+    journal._start_segment = watched  # type: ignore[method-assign]
+    for seed in range(10):
+        batch = await plant.submit_durable(make_batch(100, seed=seed))
+        assert records.ticks_record_size(batch) == len(records.encode_ticks_record(batch))
+    assert switched_on and not any(switched_on)  # several switches, none on the loop
+    assert [t.offset for b in await drain(plant, 0, 1000) for t in b.ticks()] == list(
+        range(1, 1001)
+    )
     await plant.stop()

@@ -212,17 +212,18 @@ class Tickplant:
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         batch = self._position(group)
+        journal = self.journal
         try:
-            if self.journal.sync_policy is SyncPolicy.FSYNC:
-                append = asyncio.ensure_future(asyncio.to_thread(self.journal.append, batch))
-                # live-state work of the previous commit overlaps this commit's write and sync
-                self._apply_deferred()
-                await append
-            else:
+            if journal.sync_policy is SyncPolicy.NONE and not journal.starts_segment(batch):
                 # no sync: the write only reaches the page cache, cheaper inline than a thread
                 # hop, and the ticks reach the bus in this same event-loop step
                 self._apply_deferred()
-                self.journal.append(batch)
+                journal.append(batch)
+            else:  # an fsync (per commit, or of a full segment) never runs on the event loop
+                append = asyncio.ensure_future(asyncio.to_thread(journal.append, batch))
+                # live-state work of the previous commit overlaps this commit's write and sync
+                self._apply_deferred()
+                await append
         except JournalUnavailableError as exc:
             self._rollback_seq(batch)
             log.error("tickplant: %s; %d ticks refused", exc, len(batch))

@@ -339,6 +339,15 @@ class Journal:
         self._segments.append(segment)
         self._segment_firsts.append(first)
 
+    def starts_segment(self, batch: JournaledBatch) -> bool:
+        """True if appending ``batch`` would first close the current segment (an ``fsync`` of
+        it and of the directory: slow, whatever the sync policy)."""
+        return self._needs_new_segment(records.ticks_record_size(batch))
+
+    def _needs_new_segment(self, nbytes: int) -> bool:
+        segment = self._segments[-1]
+        return bool(segment.record_offsets) and segment.size + nbytes > self.segment_bytes
+
     def append(self, batch: JournaledBatch) -> None:
         """Write ``batch`` as one record, then sync per the policy; see the module guarantees."""
         if self.closed:
@@ -351,7 +360,7 @@ class Journal:
         frame = records.encode_ticks_record(batch)
         try:
             segment = self._segments[-1]
-            if segment.record_offsets and segment.size + len(frame) > self.segment_bytes:
+            if self._needs_new_segment(len(frame)):
                 self._start_segment()
                 segment = self._segments[-1]
             assert self._fd is not None
@@ -446,7 +455,7 @@ class Journal:
         return first
 
     def read(self, after: int, *, max_ticks: int = 100_000) -> list[JournaledBatch]:
-        """Batches holding the ticks after offset ``after``, about ``max_ticks`` at most.
+        """Batches holding the ticks after offset ``after``, at most ``max_ticks`` of them.
 
         Returns an empty list if there is nothing after ``after``. Raises LookupError if
         ``after + 1`` is older than the journal's first offset.

@@ -115,6 +115,13 @@ def _ticks_parts(batch: JournaledBatch) -> list[Buffer]:
     return parts
 
 
+def ticks_record_size(batch: JournaledBatch) -> int:
+    """The size of :func:`encode_ticks_record`'s result, without encoding."""
+    names = sum(1 + len(n) for n in batch.symbols)
+    head = _TICKS_HEAD.size + names
+    return RECORD_HEADER.size + head + (-head % 8) + 34 * len(batch)  # 8+8+8+8+2 per tick
+
+
 def encode_ticks(batch: JournaledBatch) -> bytes:
     """The ``TICKS`` payload of a batch (not yet framed)."""
     return b"".join(_ticks_parts(batch))
