@@ -98,6 +98,7 @@ import uvloop
 
 from bench import results_io
 from bench.fanout_loadgen import HIST_EDGES, Conn, decode_ticks
+from bench.report import rate as fmt_rate
 from tickwire.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -762,14 +763,6 @@ def measure_memory(bench: Bench, name: str, n: int, settle: float = 1.0) -> dict
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-def fmt_rate(v: float) -> str:
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f} k"
-    return f"{v:.0f}"
 
 
 def fmt_ms(v: float) -> str:
