@@ -10,8 +10,9 @@ done inline.
 Guarantees:
 
 * A tick is visible on the bus only after :meth:`Journal.append` has returned for it.
-* Live state (``on_commit``) is applied after publishing; under load it runs while the next
-  group is being written, so it may trail the bus by one commit, never by more.
+* Live state (``on_commit``) is applied after publishing; under load with fsync it runs while
+  the next group is being written and synced, so it may trail the bus by one commit, never by
+  more (without sync there is nothing to overlap: it is applied at once).
 * Offsets and seqs have no gap and no duplicate, across restarts (they continue from the
   journal's recovered state).
 * The submission queue is bounded (``queue_ticks``): :meth:`submit` waits when it is full,
@@ -236,8 +237,8 @@ class Tickplant:
             raise
         await self.bus.publish(batch)
         if self._on_commit is not None:
-            if self._pending:
-                self._deferred = batch  # applied while the next group is being written
+            if self._pending and journal.sync_policy is SyncPolicy.FSYNC:
+                self._deferred = batch  # applied while the next group is written and synced
             else:
                 self._on_commit(batch)
         self.committed_ticks += len(batch)
