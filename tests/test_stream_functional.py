@@ -531,3 +531,24 @@ def test_a_server_close_is_sent_once(server: ServerProcess) -> None:
     closes = [payload for opcode, payload in frames if opcode == 0x8]
     assert len(closes) == 1 and closes[0][:2] == (4001).to_bytes(2, "big"), frames
     assert frames[-1][0] == 0x8  # nothing after it
+
+
+@pytest.mark.parametrize(
+    ("sent", "answered"),
+    [
+        (1001, 1001),
+        (4321, 4321),
+        (1006, 1000),  # "abnormal closure" may not be sent: answered with 1000
+        (5000, 1000),
+        (1015, 1002),  # picows itself answers this invalid code as a protocol error
+    ],
+)
+def test_a_close_is_echoed_only_with_a_code_that_may_be_sent(
+    server: ServerProcess, sent: int, answered: int
+) -> None:
+    """The server echoes the client's close code, unless it may not be sent (then 1000)."""
+    sock, _ = raw_upgrade(server)
+    with sock:
+        sock.sendall(masked_close(sent.to_bytes(2, "big")))
+        closes = [payload for opcode, payload in read_frames(sock) if opcode == 0x8]
+    assert [c[:2] for c in closes] == [answered.to_bytes(2, "big")]

@@ -956,3 +956,25 @@ async def test_a_close_without_a_code_is_answered_with_1000(gateway: Gateway) ->
     close_at = data.rfind(b"\x88\x02")
     assert close_at >= 0, data
     assert data[close_at + 2 : close_at + 4] == (1000).to_bytes(2, "big")
+
+
+@module_loop
+async def test_a_client_that_closes_then_stops_reading_is_aborted(gateway: Gateway) -> None:
+    """A client that sends CLOSE with unsent ticks still queued and never reads again cannot
+    hold its socket nor its slot in the key's connection count: it is aborted after the close
+    timeout (0.5 s here), although the graceful disconnect could never drain."""
+    key, record = gateway.key("closes-then-hangs")
+    _reader, writer = await raw_client(gateway.port, "/feedadv?slow")
+    listener = gateway.listeners[-1]
+    await wait_until(lambda: listener.transport is not None)
+    transport = listener.transport
+    assert transport is not None
+    sock = transport.underlying_transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    everything = ",".join(CATALOG)
+    writer.write(masked_text(json.dumps({"userKey": key, "symbol": everything}).encode()))
+    await wait_until(lambda: transport.underlying_transport.get_write_buffer_size() > 0)
+    writer.write(bytes((0x88, 0x80)) + os.urandom(4))  # CLOSE, then never read
+    await wait_until(lambda: transport.is_disconnected)
+    assert gateway.connections.count(record.id) == 0
+    writer.close()

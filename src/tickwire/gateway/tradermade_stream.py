@@ -213,7 +213,6 @@ class TraderMadeListener(WSListener):
         self._sub: Subscription | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._login_timer: asyncio.TimerHandle | None = None
-        self._abort_timer: asyncio.TimerHandle | None = None
         self._partial: bytearray | None = None
         self._closing = False
 
@@ -245,9 +244,8 @@ class TraderMadeListener(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closing = True
-        for timer in (self._login_timer, self._abort_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._login_timer is not None:
+            self._login_timer.cancel()
         if self._pump_task is not None:
             self._pump_task.cancel()
         self.session.finish()
@@ -260,7 +258,9 @@ class TraderMadeListener(WSListener):
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
             self._closing = True
-            answer_close(transport, frame)
+            if self._pump_task is not None:
+                self._pump_task.cancel()
+            answer_close(transport, frame, grace=self.limits.close_timeout)
             return
         if kind == WSMsgType.PING:  # only seen when the server does not auto-pong
             transport.send_pong(frame.get_payload_as_bytes())
@@ -387,16 +387,11 @@ class TraderMadeListener(WSListener):
         task = self._pump_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        transport, loop = self._transport, self._loop
-        if transport is None or loop is None or transport.is_disconnected:
+        transport = self._transport
+        if transport is None:
             return
         log.debug("tradermade #%d: closing with %d %s", self.id, code, reason)
-        send_close(transport, int(code), reason)
-        self._abort_timer = loop.call_later(self.limits.close_timeout, self._abort)
-
-    def _abort(self) -> None:
-        if self._transport is not None:
-            self._transport.disconnect(graceful=False)
+        send_close(transport, int(code), reason, grace=self.limits.close_timeout)
 
     def _login_expired(self) -> None:
         self._login_timer = None

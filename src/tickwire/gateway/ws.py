@@ -147,7 +147,10 @@ class _Connection(WSListener):
         elif kind is WSMsgType.PONG:
             self.session.pong_received(now)
         elif kind is WSMsgType.CLOSE:
-            answer_close(transport, frame)
+            # the client is leaving: nothing more is built for it while its socket drains
+            self.live_ticks = frozenset()
+            self.session.close(CloseCode.NORMAL, "closed by the client")
+            answer_close(transport, frame, grace=CLOSE_GRACE_SECONDS)
             return
         self.pump()
 
@@ -224,14 +227,11 @@ class _Connection(WSListener):
         transport = self.transport
         if transport is None or transport.is_disconnected:
             return
-        if not send_close(transport, code, reason):
-            return  # one close frame per connection
-        if code >= 4000:
-            log.info("session %s: closing %d: %s", self.session.id, code, reason)
         # the closing handshake: the peer answers our close frame (after reading everything
         # before it) and on_ws_frame disconnects; a peer that never reads is aborted after a
         # grace period, so its buffers are freed
-        asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, _abort_if_connected, transport)
+        if send_close(transport, code, reason, grace=CLOSE_GRACE_SECONDS) and code >= 4000:
+            log.info("session %s: closing %d: %s", self.session.id, code, reason)
 
 
 class Gateway:
@@ -571,8 +571,3 @@ class Gateway:
                         if due:
                             conn.send(conn.codec.frame_quotes(due))
                 conn.pump()
-
-
-def _abort_if_connected(transport: WSTransport) -> None:
-    if not transport.is_disconnected:
-        transport.disconnect(graceful=False)
