@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -476,10 +477,21 @@ async def test_flush_interval_setting_paces_the_frames(tmp_path: Path) -> None:
                     frames.append(len(message["ticks"]))
                     ticks.extend(message["ticks"])
             elapsed = time.monotonic() - started
+        # TraderMade's legacy stream sends a tick per frame, but writes them in bursts, at most
+        # one per 400 ms: the receipts form a few groups separated by quiet gaps
+        async with websockets.connect(f"{proc.ws_url}/feedadv") as legacy:
+            assert await legacy.recv() == "Connected"
+            await legacy.send(json.dumps({"userKey": proc.key, "symbol": "EURUSD,GBPUSD"}))
+            receipts: list[float] = []
+            while len(receipts) < 2 or receipts[-1] - receipts[0] < 2.0:
+                await asyncio.wait_for(legacy.recv(), 10 * TIMEOUT_SCALE)
+                receipts.append(time.monotonic())
     # the feed emits every 5 ms; the gateway may flush at most every 400 ms
     assert len(frames) <= elapsed / 0.4 + 2, frames
     assert sum(frames) / len(frames) > 10  # each frame carries many feed steps' ticks
     assert_contiguous(ticks)
+    gaps = [b - a for a, b in itertools.pairwise(receipts)]
+    assert sum(1 for g in gaps if g > 0.2) >= 3, gaps
 
 
 def read_frames(sock: socket.socket, seconds: float = 5.0) -> list[tuple[int, bytes]]:

@@ -66,8 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tick_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 90.0
     """Raw ticks older than this are dropped from the store (bars are kept); 0 keeps all."""
     stream_flush_ms: Annotated[float, msgspec.Meta(ge=0, le=1_000)] = 2.0
-    """Stream fan-out: at most one flush per this many ms (0: flush as soon as ticks arrive);
-    shorter means lower latency, longer means fewer, larger frames."""
+    """Streams (native and TraderMade): at most one write per connection per this many ms (0: as
+    soon as ticks arrive); shorter means lower latency, longer means fewer, larger writes."""
     store_flush_ms: Annotated[float, msgspec.Meta(ge=1, le=60_000)] = 100.0
     """How often the store writer applies new ticks to the history store (at most; under load it
     also rests 9× as long as an apply took, at most 1 s)."""

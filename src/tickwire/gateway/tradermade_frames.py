@@ -63,9 +63,10 @@ __all__ = [
 NO_VOLUME: Final = "0"
 """``av``/``bv`` of V2 frames: tickwire's ticks carry no volume, so the field says none."""
 DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
-MERGED_SLICES: Final = 16
-"""Merged bus slices a :class:`FrameCache` keeps (each at most one read, ``max_ticks_per_read``)."""
 """Default bound on the frames a :class:`FrameCache` keeps."""
+MERGED_SLICES: Final = 16
+"""Merged bus slices a :class:`FrameCache` keeps besides its cached batches (each at most one
+read, ``max_ticks_per_read`` ticks)."""
 MAX_CODE_CHARS: Final = 16
 _CODE = re.compile(r"[A-Z0-9._]{1,16}")
 _I64 = npt.NDArray[np.int64]
@@ -330,7 +331,8 @@ class FrameCache:
             return batches[0]
         first = batches[0]
         key = (first.epoch, first.first_offset, sum(map(len, batches)))
-        batch = self._merged.get(key)
+        entry = self._batches.get(key)  # its frames are cached: the batch is
+        batch = entry.batch if entry is not None else self._merged.get(key)
         if batch is None:
             batch = self._merged[key] = JournaledBatch.concat(batches)
             if len(self._merged) > MERGED_SLICES:

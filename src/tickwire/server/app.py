@@ -29,7 +29,7 @@ from ..config import Settings
 from ..dashboard import routes as dashboard_routes
 from ..gateway import sse
 from ..gateway.connections import ConnectionCounter
-from ..gateway.tradermade_stream import close_all, tradermade_listener
+from ..gateway.tradermade_stream import TraderMadeLimits, close_all, tradermade_listener
 from ..gateway.ws import Gateway
 from ..node import Node, ProgressCallback
 from .limits import RequestLimits
@@ -88,7 +88,15 @@ def create_app(settings: Settings, *, progress: ProgressCallback | None = None) 
             keys,
             counter=counter,
             flush_interval=settings.stream_flush_ms / 1000,
-            extra_routes=[partial(tradermade_listener, node=node, keys=keys, connections=counter)],
+            extra_routes=[
+                partial(
+                    tradermade_listener,
+                    node=node,
+                    keys=keys,
+                    connections=counter,
+                    limits=TraderMadeLimits(write_interval=settings.stream_flush_ms / 1000),
+                )
+            ],
         )
         try:
             app.state.stream_port = await gateway.start(settings.host, settings.stream_port)
