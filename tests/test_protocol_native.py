@@ -532,6 +532,8 @@ def test_bars_subscription_carries_interval_and_side() -> None:
     assert (out[0]["interval"], out[0]["side"]) == ("1s", "mid")
     assert action.interval is Interval.SECOND and action.side is PriceSide.MID
     assert action.resolution == session_module.INTERVAL_RESOLUTIONS[Interval.SECOND]
+    # cached, and the cache follows the next subscription
+    assert session.bar_subscriptions() == {("EURUSD", Interval.SECOND, PriceSide.MID)}
     _, [other] = send(
         session,
         {
@@ -609,6 +611,7 @@ def test_unsubscribe_bars_filters_by_interval_and_side() -> None:
                     "side": side,
                 },
             )
+    assert len(session.bar_subscriptions()) == 8  # cached: the unsubscribes below must renew it
     out, actions = send(
         session,
         {"action": "unsubscribe", "channel": "bars", "symbols": ["EURUSD"], "interval": "1s"},

@@ -157,7 +157,8 @@ class _Connection(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gateway.connections.discard(self)
         self.live_ticks = frozenset()
-        self.gateway.subscriptions_changed()
+        if self.session.symbols(Channel.BARS):
+            self.gateway.bars_changed()
         if self.counted_key is not None:
             self.gateway.counter.release(self.counted_key)
             self.counted_key = None
@@ -193,6 +194,12 @@ class _Connection(WSListener):
             return
         kind = self.msg_type if binary is None else (WSMsgType.BINARY if binary else WSMsgType.TEXT)
         self.transport.send(kind, data)
+
+    def send_due_quotes(self, now: float) -> None:
+        """Send the conflated quotes whose interval has passed, in one frame (if any)."""
+        due = self.session.quotes.due(now)
+        if due:
+            self.send(self.codec.frame_quotes(due))
 
     def pump(self) -> None:
         """Write what the session queued, then carry out its actions, until both are empty."""
@@ -256,7 +263,7 @@ class Gateway:
         self.connections: set[_Connection] = set()
         self.tick_sets = SymbolSets()
         self._bar_subscribers: list[_Connection] | None = None  # None: to recompute
-        self._bar_keys: set[tuple[str, Interval, PriceSide]] = set()
+        self._bar_keys: set[tuple[str, Interval]] = set()
         self.delivered = node.bus.last_offset
         # quotes and forming bars exactly as delivered, for snapshots
         self.view = LiveState()
@@ -361,21 +368,24 @@ class Gateway:
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    def subscriptions_changed(self) -> None:
-        """A connection's subscriptions changed: the bar subscribers are recomputed."""
+    def bars_changed(self) -> None:
+        """Bar subscriptions changed (or a bar subscriber left): recompute who wants bars."""
         self._bar_subscribers = None
 
-    def _bars_wanted(self) -> tuple[list[_Connection], set[tuple[str, Interval, PriceSide]]]:
-        """The connections with bar subscriptions and every (symbol, interval, side) wanted."""
+    def _bars_wanted(self) -> tuple[list[_Connection], set[tuple[str, Interval]]]:
+        """The connections with bar subscriptions and every (symbol, interval) they want."""
         if self._bar_subscribers is None:
             self._bar_subscribers = [c for c in self.connections if c.session.symbols(Channel.BARS)]
             self._bar_keys = {
-                key for c in self._bar_subscribers for key in c.session.bar_subscriptions()
+                (symbol, interval)
+                for c in self._bar_subscribers
+                for symbol, interval, _ in c.session.bar_subscriptions()
             }
         return self._bar_subscribers, self._bar_keys
 
     def subscribe(self, conn: _Connection, action: Subscribe) -> None:
-        self.subscriptions_changed()
+        if action.channel is Channel.BARS:
+            self.bars_changed()
         symbols = frozenset(action.symbols)
         if action.channel is Channel.TICKS:
             if action.from_position is not None:
@@ -397,7 +407,8 @@ class Gateway:
             conn.session.snapshot(action, quotes=quotes, bars=bars)
 
     def unsubscribe(self, conn: _Connection, action: Unsubscribe) -> None:
-        self.subscriptions_changed()
+        if action.channel is Channel.BARS:
+            self.bars_changed()
         if action.channel is Channel.TICKS:
             conn.live_ticks = conn.live_ticks - frozenset(action.symbols)
 
@@ -478,7 +489,7 @@ class Gateway:
         last = batches[-1]
         position = Position(last.epoch, last.last_offset)
         bar_subscribers, bar_keys = self._bars_wanted()
-        bar_events = self.bar_tracker.advance(batches, {(s, i) for s, i, _ in bar_keys})
+        bar_events = self.bar_tracker.advance(batches, bar_keys)
         for batch in batches:
             self.view.apply(batch)
         encoded: dict[Encoding, dict[str, Piece]] = {}
@@ -525,9 +536,7 @@ class Gateway:
                 # always offered (it only replaces what is pending), sent only when not backed up
                 session.quotes.offer_many(latest)
                 if flow is Flow.OPEN:
-                    due = session.quotes.due(now)
-                    if due:
-                        conn.send(codec.frame_quotes(due))
+                    conn.send_due_quotes(now)
             conn.pump()
         if bar_events:
             encoded_bars: dict[tuple[Encoding, str, Interval, PriceSide, int, BarState], bytes] = {}
@@ -567,7 +576,5 @@ class Gateway:
                 if len(session.quotes) and conn.transport is not None:
                     buffered = conn.transport.underlying_transport.get_write_buffer_size()
                     if session.backlog(buffered, position=conn.last_written) is Flow.OPEN:
-                        due = session.quotes.due(now)
-                        if due:
-                            conn.send(conn.codec.frame_quotes(due))
+                        conn.send_due_quotes(now)
                 conn.pump()

@@ -441,6 +441,7 @@ class NativeSession:
         self._connections_left: int | None = None
         self._subs: dict[_SubKey, float | None] = {}
         self._symbols_cache: dict[Channel, frozenset[str]] = {}
+        self._bars_cache: frozenset[tuple[str, Interval, PriceSide]] | None = None
         self._out: list[Outgoing] = []
         self._actions: list[Action] = []
 
@@ -495,12 +496,15 @@ class NativeSession:
         return cached
 
     def bar_subscriptions(self) -> frozenset[tuple[str, Interval, PriceSide]]:
-        """The bars subscribed: ``(symbol, interval, side)``."""
-        return frozenset(
-            (symbol, interval, side)
-            for channel, symbol, interval, side in self._subs
-            if channel is Channel.BARS and interval is not None and side is not None
-        )
+        """The bars subscribed: ``(symbol, interval, side)`` (cached until they change)."""
+        cached = self._bars_cache
+        if cached is None:
+            cached = self._bars_cache = frozenset(
+                (symbol, interval, side)
+                for channel, symbol, interval, side in self._subs
+                if channel is Channel.BARS and interval is not None and side is not None
+            )
+        return cached
 
     def budget(self) -> Budget:
         """What the client may still use, as of the last input."""
@@ -764,6 +768,12 @@ class NativeSession:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _changed(self, channel: Channel) -> None:
+        """Subscriptions on ``channel`` changed: drop what was derived from them."""
+        self._symbols_cache.pop(channel, None)
+        if channel is Channel.BARS:
+            self._bars_cache = None
+
     def _advance(self, now: float) -> None:
         if now > self._now:
             self._now = now
@@ -942,7 +952,7 @@ class NativeSession:
             if max_rate is not None:
                 self.quotes.add(symbol, max_rate, now=now)
         if accepted:
-            self._symbols_cache.pop(channel, None)
+            self._changed(channel)
         self._send(
             Ack(
                 action="subscribe",
@@ -1062,7 +1072,7 @@ class NativeSession:
                 self.quotes.discard(symbol)
             results.append(SymbolResult(symbol, SymbolStatus.ACCEPTED))
         if removed:
-            self._symbols_cache.pop(channel, None)
+            self._changed(channel)
         self._send(
             Ack(
                 action="unsubscribe",
