@@ -36,6 +36,7 @@ __all__ = [
     "Symbol",
     "Tick",
     "TickBatch",
+    "merge_symbols",
 ]
 
 U16 = npt.NDArray[np.uint16]
@@ -157,6 +158,17 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     complete: bool = True
 
 
+def merge_symbols(parts: Sequence[tuple[tuple[str, ...], U16]]) -> tuple[tuple[str, ...], U16]:
+    """Columns of several batches, each ``(symbols, sym)`` with its own symbol dictionary, as
+    one dictionary (in order of first appearance) and one ``sym`` column."""
+    names: dict[str, int] = {}
+    syms = []
+    for symbols, sym in parts:
+        mapping = np.array([names.setdefault(n, len(names)) for n in symbols], dtype=np.uint16)
+        syms.append(mapping[sym])
+    return tuple(names), np.concatenate(syms) if len(syms) > 1 else syms[0]
+
+
 @dataclass(frozen=True, slots=True)
 class TickBatch:
     """Ticks from a feed, in arrival order, before the tickplant has positioned them.
@@ -259,8 +271,6 @@ class JournaledBatch:
         if len(batches) == 1:
             return batches[0]
         first = batches[0]
-        names: dict[str, int] = {}
-        syms = []
         expected = first.first_offset
         for batch in batches:
             if batch.epoch != first.epoch or batch.first_offset != expected:
@@ -269,15 +279,12 @@ class JournaledBatch:
                     f"{first.epoch}:{expected - 1}"
                 )
             expected = batch.last_offset + 1
-            mapping = np.array(
-                [names.setdefault(n, len(names)) for n in batch.symbols], dtype=np.uint16
-            )
-            syms.append(mapping[batch.sym])
+        symbols, sym = merge_symbols([(b.symbols, b.sym) for b in batches])
         return JournaledBatch(
             first.epoch,
             first.first_offset,
-            tuple(names),
-            np.concatenate(syms),
+            symbols,
+            sym,
             np.concatenate([b.seq for b in batches]),
             np.concatenate([b.ts for b in batches]),
             np.concatenate([b.bid for b in batches]),

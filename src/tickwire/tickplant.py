@@ -37,7 +37,7 @@ import numpy as np
 from .bus.base import Bus
 from .errors import InvalidTickError, JournalUnavailableError
 from .journal import Journal, SyncPolicy
-from .model import JournaledBatch, TickBatch
+from .model import JournaledBatch, TickBatch, merge_symbols
 
 __all__ = ["CommitLimits", "Tickplant"]
 
@@ -258,15 +258,7 @@ class Tickplant:
 
     def _position(self, group: list[_Pending]) -> JournaledBatch:
         """Merge a group into one batch with offsets and per-symbol seqs."""
-        names: dict[str, int] = {}
-        syms = []
-        for item in group:
-            mapping = np.array(
-                [names.setdefault(n, len(names)) for n in item.batch.symbols], dtype=np.uint16
-            )
-            syms.append(mapping[item.batch.sym])
-        sym = np.concatenate(syms) if len(syms) > 1 else syms[0]
-        symbols = tuple(names)
+        symbols, sym = merge_symbols([(item.batch.symbols, item.batch.sym) for item in group])
         # seq = previous seq of the symbol + rank of the tick among its symbol's ticks + 1
         n = len(sym)
         order = np.argsort(sym, kind="stable")
