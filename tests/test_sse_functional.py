@@ -133,3 +133,13 @@ def test_a_slow_quotes_reader_jumps_to_the_latest_quotes(tmp_path: Path) -> None
     jumps = [b - a for a, b in itertools.pairwise(ids)]
     assert jumps and all(j > 0 for j in jumps)
     assert max(jumps) > 4 * MAX_TICKS_PER_EVENT, jumps  # one jump, not a walk of small steps
+
+
+def test_last_event_id_wins_over_from(server: ServerProcess) -> None:
+    """An EventSource opened with ?from= sends Last-Event-ID when it reconnects: the newer
+    position is the one resumed, so a reconnect does not replay what it already had."""
+    first = [e for e in read_events(server, 3, symbols="EURUSD,GBPUSD") if e[0] == "ticks"]
+    old, new = first[0][1], first[-1][1]
+    again = read_events(server, 1, symbols="EURUSD,GBPUSD", last_event_id=new, **{"from": old})
+    ticks = [t for kind, _, data in again if kind == "ticks" for t in data["ticks"]]
+    assert min(t["o"] for t in ticks) > int(new.split(":")[1])

@@ -55,3 +55,16 @@ def test_the_cache_stays_within_its_byte_budget() -> None:
         assert shared.size <= 20_000
     assert shared.ticks(first) is not pieces  # evicted, encoded again: same bytes
     assert shared.ticks(first) == pieces
+
+
+def test_an_event_of_several_batches_is_grouped_by_symbol() -> None:
+    """Within an event each symbol's ticks are together and in offset order, across batches."""
+    shared = SharedPieces()
+    batches = [journaled(1, 40, 4), journaled(41, 40, 5)]
+    ticks = json.loads(_ticks_body(shared, batches, {"EURUSD", "GBPUSD", "USDJPY"}))["ticks"]
+    order = [t["s"] for t in ticks]
+    runs = [s for i, s in enumerate(order) if i == 0 or order[i - 1] != s]
+    assert len(runs) == len(set(runs)) == 3  # one run per symbol
+    for symbol in set(order):
+        offsets = [t["o"] for t in ticks if t["s"] == symbol]
+        assert offsets == sorted(offsets)

@@ -110,9 +110,13 @@ def _shared(node: Node) -> SharedPieces:
 
 
 def _ticks_body(shared: SharedPieces, batches: Sequence[JournaledBatch], wanted: set[str]) -> bytes:
-    parts = [
-        piece for batch in batches for name, piece in shared.ticks(batch).items() if name in wanted
-    ]
+    """The batches' ticks of the wanted symbols, grouped by symbol, each in offset order."""
+    by_symbol: dict[str, list[bytes]] = {}
+    for batch in batches:
+        for name, piece in shared.ticks(batch).items():
+            if name in wanted:
+                by_symbol.setdefault(name, []).append(piece)
+    parts = [piece for pieces in by_symbol.values() for piece in pieces]
     return b'{"ticks":[' + b",".join(parts) + b"]}" if parts else b""
 
 
@@ -148,14 +152,18 @@ def _raw_event(kind: str, data: bytes, event_id: str | None = None) -> bytes:
 
 
 def _start_position(request: Request, node: Node) -> Position | None:
-    raw = request.query_params.get("from") or request.headers.get("last-event-id")
+    # an EventSource reconnecting to a URL with ?from= sends Last-Event-ID: that is the newer
+    # position, so it wins (else every reconnect would replay from the same point)
+    header = request.headers.get("last-event-id")
+    raw = header or request.query_params.get("from")
     if not raw:
         return None
     try:
         return Position.parse(raw[:64])
     except ValueError:
+        where = "Last-Event-ID" if header else "from"
         raise ApiError(
-            400, "invalid_parameter", "from must be EPOCH:OFFSET", param="from"
+            400, "invalid_parameter", f"{where} must be EPOCH:OFFSET", param=where
         ) from None
 
 
@@ -214,39 +222,40 @@ async def _events(
     subscription = bus.subscribe(after)
     shared = _shared(node)
     yield _event("hello", {"epoch": bus.epoch, "offset": after, "channel": channel})
-    while True:
-        if channel == "quotes" and bus.last_offset - subscription.after > MAX_TICKS_PER_EVENT:
-            # behind (the reader was slow): only the latest quotes matter, so jump to the live
-            # state's position instead of walking the missed ticks
-            jump = node.live.offset
-            if jump > subscription.after:
-                body = _live_quotes_body(node, wanted, subscription.after)
-                await subscription.aclose()
-                subscription = bus.subscribe(jump)
-                if body:
-                    yield _raw_event("ticks", body, f"{bus.epoch}:{jump}")
+    try:
+        while True:
+            if channel == "quotes" and bus.last_offset - subscription.after > MAX_TICKS_PER_EVENT:
+                # behind (the reader was slow): only the latest quotes matter, so jump to the
+                # live state's position instead of walking the missed ticks
+                jump = node.live.offset
+                if jump > subscription.after:
+                    body = _live_quotes_body(node, wanted, subscription.after)
+                    await subscription.aclose()
+                    subscription = bus.subscribe(jump)
+                    if body:
+                        yield _raw_event("ticks", body, f"{bus.epoch}:{jump}")
+                    continue
+            try:
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    batches = await subscription.next(max_ticks=MAX_TICKS_PER_EVENT)
+            except TimeoutError:
+                state = {"epoch": bus.epoch, "offset": bus.last_offset, "time": time.time_ns()}
+                yield _event("heartbeat", state)
                 continue
-        try:
-            batches = await asyncio.wait_for(
-                subscription.next(max_ticks=MAX_TICKS_PER_EVENT), HEARTBEAT_SECONDS
-            )
-        except TimeoutError:
-            yield _event(
-                "heartbeat", {"epoch": bus.epoch, "offset": bus.last_offset, "time": time.time_ns()}
-            )
-            continue
-        except PositionUnavailableError as exc:
-            yield _event("resume", {"status": "too_old", "message": str(exc)})
-            return
-        except JournalUnavailableError:
-            return  # the server is stopping
-        last = batches[-1]
-        if channel == "quotes":
-            body = _quotes_body(shared, batches, wanted)
-        else:
-            body = _ticks_body(shared, batches, wanted)
-        if body:
-            yield _raw_event("ticks", body, f"{last.epoch}:{last.last_offset}")
+            except PositionUnavailableError as exc:
+                yield _event("resume", {"status": "too_old", "message": str(exc)})
+                return
+            except JournalUnavailableError:
+                return  # the server is stopping
+            last = batches[-1]
+            if channel == "quotes":
+                body = _quotes_body(shared, batches, wanted)
+            else:
+                body = _ticks_body(shared, batches, wanted)
+            if body:
+                yield _raw_event("ticks", body, f"{last.epoch}:{last.last_offset}")
+    finally:
+        await subscription.aclose()
 
 
 routes: list[BaseRoute] = [Route("/v1/sse", sse, methods=["GET"])]
