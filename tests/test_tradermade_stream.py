@@ -340,10 +340,13 @@ def test_v2_unsubscribe_removes_symbols_and_acks() -> None:
     """``unsubscribe`` drops the symbols (with or without ``:QUOTE``) and answers unsub_ack."""
     h = v2_logged_in()
     h.send({"action": "subscribe", "symbols": ["EURUSD", "GBPUSD"]})
+    assert h.session.symbols_key == {"EURUSD", "GBPUSD"}  # cached: must follow the change
     assert h.send_json({"action": "unsubscribe", "symbols": ["EURUSD:QUOTE"]}) == [
         {"type": "unsub_ack"}
     ]
-    assert list(h.session.symbols) == ["GBPUSD"]
+    assert list(h.session.symbols) == ["GBPUSD"] and h.session.symbols_key == {"GBPUSD"}
+    h.send({"action": "subscribe", "symbols": ["USDJPY"]})
+    assert h.session.symbols_key == {"GBPUSD", "USDJPY"}
 
 
 def test_v2_send_last_sends_last_quote_after_the_ack_and_skips_older_ticks() -> None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -215,8 +215,7 @@ class TraderMadeSession:
         self.dialect: Dialect | None = None
         self.key: KeyRecord | None = None
         self.fmt = TickFormat.LEGACY
-        self.symbols: dict[str, StreamSymbol] = {}
-        """Subscribed codes, in subscription order."""
+        self._symbols: dict[str, StreamSymbol] = {}
         self.skip: dict[str, int] = {}
         """Per code, an offset already sent as ``LAST_QUOTE``: later ticks only."""
         self._symbols_key: frozenset[str] | None = None
@@ -276,12 +275,22 @@ class TraderMadeSession:
             self._reject("unknown message: send a login first")
 
     @property
+    def symbols(self) -> Mapping[str, StreamSymbol]:
+        """Subscribed codes, in subscription order (read-only: it changes only by messages)."""
+        return self._symbols
+
+    def _replace_symbols(self, symbols: dict[str, StreamSymbol]) -> None:
+        """The one way the subscriptions change: what is derived from them is dropped too."""
+        self._symbols = symbols
+        self._symbols_key = None
+
+    @property
     def symbols_key(self) -> frozenset[str]:
         """The subscribed codes as a set (cached until the subscriptions change): connections
         with equal keys and the same format get the same tick bytes."""
         key = self._symbols_key
         if key is None:
-            key = self._symbols_key = frozenset(self.symbols)
+            key = self._symbols_key = frozenset(self._symbols)
         return key
 
     def delivered(self, offset: int) -> None:
@@ -388,8 +397,7 @@ class TraderMadeSession:
         codes = _symbol_list(login.symbol)
         if not codes:
             self._error('no symbol given: send a comma list such as "symbol":"EURUSD,GBPUSD"')
-            self.symbols = {}
-            self._symbols_key = None
+            self._replace_symbols({})
             self._invalid()
             return
         accepted: dict[str, StreamSymbol] = {}
@@ -402,8 +410,7 @@ class TraderMadeSession:
                 problems.append(f"{text} (over the limit of {self.limits.max_symbols})")
             else:
                 accepted[text] = symbol
-        self.symbols = accepted  # a new login replaces the list, as a reconnect would
-        self._symbols_key = None
+        self._replace_symbols(accepted)  # a new login replaces the list, as a reconnect would
         self.skip = {}
         if problems:
             shown = ", ".join(problems[:MAX_NOTICE_SYMBOLS])
@@ -485,12 +492,13 @@ class TraderMadeSession:
                     denied.append(label)
                     reasons[label] = reason
                 continue
-            if symbol.code not in self.symbols and len(self.symbols) >= self.limits.max_symbols:
+            symbols = self._symbols
+            if symbol.code not in symbols and len(symbols) >= self.limits.max_symbols:
                 denied.append(label)
                 reasons[label] = f"symbol limit of {self.limits.max_symbols} reached"
                 continue
-            self.symbols.setdefault(symbol.code, symbol)
-            self._symbols_key = None
+            if symbol.code not in symbols:
+                self._replace_symbols({**symbols, symbol.code: symbol})
             accepted.append(label)
             if request.send_last and symbol not in last:
                 last.append(symbol)
@@ -520,7 +528,7 @@ class TraderMadeSession:
         self._errors = 0
         for _, code in self._v2_codes(request.symbols):
             if code is not None:
-                self.symbols.pop(code, None)
-                self._symbols_key = None
+                if code in self._symbols:
+                    self._replace_symbols({c: s for c, s in self._symbols.items() if c != code})
                 self.skip.pop(code, None)
         self._out.append(encode_control(UnsubAck()))
