@@ -124,6 +124,28 @@ def test_page_is_served_with_the_stream_port(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/static/dashboard/nope.js", timeout=10).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("host", "source"),
+    [
+        ("[::1]", "[::1]"),
+        ("[0:0::1]", "[::1]"),  # as the browser's URL parser writes it
+        ("localhost", "localhost"),
+        ("bad_host", None),  # not a name a CSP source may hold: no stream entry at all
+    ],
+)
+def test_the_policy_lets_the_page_reach_its_own_host(
+    server: ServerProcess, host: str, source: str | None
+) -> None:
+    """Reached by an IPv6 address (``request.url.hostname`` drops its brackets) or a name."""
+    response = httpx.get(f"{server.url}/", headers={"Host": f"{host}:{server.port}"}, timeout=10)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    if source is None:
+        assert "connect-src 'self' ;" in policy
+    else:
+        assert f"connect-src 'self' ws://{source}:* wss://{source}:*;" in policy
+
+
 def test_dashboard_streams_charts_and_survives_a_server_restart(
     server: ServerProcess, page: Page
 ) -> None:
@@ -195,3 +217,103 @@ def test_a_link_cannot_send_the_key_to_another_host(server: ServerProcess, page:
     wait_for(page, "the stream", lambda s: s["connection"] == "live", 20)
     stream_url = page.evaluate("window.tickwireDashboard.state.streamUrl")
     assert stream_url == f"ws://127.0.0.1:{server.stream_port}/v1/stream"
+
+
+def test_switching_charts_quickly_keeps_one_bars_subscription(
+    server: ServerProcess, page: Page
+) -> None:
+    """Clicks faster than the history loads: the old bars subscription goes before the new one.
+
+    With the unlimited key: the demo key's request rate would answer some of the loads 429.
+    """
+    page.goto(f"{server.url}/?api_key={server.key}&symbol=EURUSD&interval=1m")
+    wait_for(page, "the stream", lambda s: s["connection"] == "live" and s["barsSub"], 20)
+    # all in one task, so every load is still on its way when the next click comes
+    page.evaluate(
+        """() => {
+          const row = (s) => document.querySelector(`#board tr[data-symbol="${s}"]`);
+          for (const s of ["GBPUSD", "USDJPY", "AUDUSD", "EURUSD", "XAUUSD"]) row(s).click();
+          document.querySelector('#intervals button[data-interval="1s"]').click();
+          row("BTCUSD").click();
+          document.querySelector('#intervals button[data-interval="5m"]').click();
+        }"""
+    )
+    wait_for(page, "the last chart", lambda s: s["candles"] > 0, 20)
+    page.evaluate(
+        """() => window.tickwireDashboard.state.ws.send(
+          JSON.stringify({action: "subscriptions", id: "test"}))"""
+    )
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    answer = None
+    while answer is None and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        answer = page.evaluate("window.tickwireDashboard.state.lastSubscriptions")
+    assert answer is not None
+    bars = [g for g in answer["subscriptions"] if g["channel"] == "bars"]
+    assert bars == [{"channel": "bars", "symbols": ["BTCUSD"], "interval": "1m", "side": "mid"}]
+    state = summary(page)
+    assert state["refused"] == 0, state  # no unsubscribe of nothing, no double subscribe
+    assert state["barsSub"] == "BTCUSD/1m"
+
+
+def _drop_candles_to_one_at(page: Page, age_s: int) -> int:
+    """Leave the chart one candle ``age_s`` ago and drop the connection; its time."""
+    at: int = page.evaluate(
+        """(age) => {
+          const state = window.tickwireDashboard.state;
+          const time = Math.floor(Date.now() / 1000) - age;
+          const c = state.candles[0];
+          state.candles = [{ time, open: c.open, high: c.high, low: c.low, close: c.close }];
+          state.series.setData(state.candles);
+          state.ws.close();
+          return time;
+        }""",
+        age_s,
+    )
+    return at
+
+
+def _candle_times(page: Page) -> list[int]:
+    times: list[int] = page.evaluate("window.tickwireDashboard.state.candles.map((c) => c.time)")
+    return times
+
+
+def _settled(state: dict[str, Any]) -> bool:
+    """Connected, with candles, and no chart load on its way (a reconnect's refill has landed:
+    ``connection`` turns live in the same task that starts it)."""
+    return state["connection"] == "live" and state["candles"] > 0 and not state["chartLoading"]
+
+
+def test_a_reconnect_refills_every_missed_candle(server: ServerProcess, page: Page) -> None:
+    """The refill pages through a gap longer than one page; a gap too long reloads the chart."""
+    page.goto(f"{server.url}/?api_key={server.key}&symbol=EURUSD&interval=1s")
+    # the first connection's refill too: landing after the drop, it would merge a fresh page
+    wait_for(page, "the stream and the chart", _settled, 20)
+    limit = 900  # the 1s chart's page
+    # since nearly the start of the history (0.1 days): more 1s candles than one page holds
+    age = 8400
+    reconnects = summary(page)["reconnects"]
+    gap_start = _drop_candles_to_one_at(page, age)
+    refilled = wait_for(
+        page, "the refill", lambda s: s["reconnects"] > reconnects and _settled(s), 20
+    )
+    assert refilled["candles"] > limit + 100, refilled  # more than one page
+    times = _candle_times(page)
+    assert times == sorted(set(times))
+    assert times[0] == gap_start
+    now = page.evaluate("Date.now() / 1000")
+    assert now - times[-1] < 30, (now, times[-1])  # up to the live candles
+
+    # the same gap, but allowed one page only: the latest page replaces the chart
+    page.evaluate("window.tickwireDashboard.state.refillPages = 1")
+    reconnects = refilled["reconnects"]
+    gap_start = _drop_candles_to_one_at(page, age)
+    reloaded = wait_for(
+        page, "the reload", lambda s: s["reconnects"] > reconnects and _settled(s), 20
+    )
+    assert 1 < reloaded["candles"] <= limit + 30, reloaded
+    times = _candle_times(page)
+    assert times == sorted(set(times))
+    assert gap_start not in times
+    now = page.evaluate("Date.now() / 1000")
+    assert now - times[-1] < 30, (now, times[-1])

@@ -10,6 +10,7 @@ where the stream gateway listens, since it is on its own port.
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 from functools import cache
 from importlib import resources
@@ -28,7 +29,7 @@ STATIC_DIR = Path(str(resources.files(__package__) / "static"))
 """The page's files; ``vendor/`` holds the pinned libraries (see ``web/README.md``)."""
 
 _STREAM_PORT_PLACEHOLDER = "{{stream_port}}"
-_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
 _VERSION_PLACEHOLDER = "{{version}}"
 
 
@@ -41,13 +42,28 @@ def _render(stream_port: int) -> str:
     )
 
 
+def _csp_host(host: str) -> str:
+    """``host`` as a CSP host-source (an IPv6 address in brackets), or "" if it is not one."""
+    if _HOSTNAME.fullmatch(host):
+        return host
+    # an IPv6 literal: ``request.url.hostname`` gives it without its brackets (``::1``)
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" not in literal or "%" in literal:
+        return ""  # not IPv6, or with a zone index (which no browser puts in an origin)
+    try:
+        address = ipaddress.IPv6Address(literal)
+    except ValueError:
+        return ""
+    return f"[{address.compressed}]"  # the form a browser's URL parser gives
+
+
 async def dashboard(request: Request) -> Response:
     """The page, told the stream gateway's port (it may have been picked at start)."""
     stream_port = getattr(request.app.state, "stream_port", 0)
     host = request.url.hostname or ""
     # the page talks only to this host (its REST origin and the stream port): never a key to
     # another host, whatever a link's ?stream= says
-    stream = f"ws://{host}:* wss://{host}:*" if _HOSTNAME.fullmatch(host) else ""
+    stream = f"ws://{source}:* wss://{source}:*" if (source := _csp_host(host)) else ""
     return HTMLResponse(
         _render(int(stream_port)),
         headers={

@@ -46,6 +46,10 @@
     gaps: 0,
     duplicates: 0,
     lastResume: null, // {status, from, position, replayed}
+    barsSub: null, // {symbol, live}: the bars subscription on this connection
+    refused: 0, // symbols the server refused in acks (a subscription bookkeeping error)
+    subscriptionsLeft: null, // from the last ack
+    lastSubscriptions: null, // the last answer to a `subscriptions` request (for tests)
     replayedSinceResume: 0,
     pings: new Map(), // id -> sent time
     pingSeq: 0,
@@ -60,7 +64,9 @@
     chart: null,
     series: null,
     candles: [], // ascending by time (seconds)
-    chartLoads: 0,
+    chartGeneration: 0, // bumped by each selectChart: a load for an older selection is dropped
+    chartLoading: 0, // loads on their way
+    refillPages: 4, // after a reconnect, at most this many pages of missed candles, else reload
     liveBars: 0,
   };
 
@@ -92,7 +98,6 @@
     constructor(status, body) {
       super((body && body.error && body.error.message) || `HTTP ${status}`);
       this.status = status;
-      this.code = body && body.error && body.error.code;
     }
   }
 
@@ -102,7 +107,8 @@
     for (let tries = 0; ; tries++) {
       const response = await fetch(url, { headers: { "X-API-Key": state.key } });
       if (response.status === 429 && tries < 5) {
-        const wait = Number(response.headers.get("Retry-After") || "1");
+        const retryAfter = Number(response.headers.get("Retry-After") || "1");
+        const wait = Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter : 1; // an HTTP date: 1 s
         await sleep(Math.min(wait, 10) * 1000);
         continue;
       }
@@ -260,13 +266,19 @@
     return { time: Math.round(bar.ts / 1e9), open: bar.open, high: bar.high, low: bar.low, close: bar.close };
   }
 
-  // Insert or replace candles from REST (ascending), keeping the array sorted and bounded.
-  function mergeCandles(incoming) {
-    if (!incoming.length) return;
+  // Insert or replace candles from REST (ascending), keeping the array sorted and bounded: the
+  // page replaces the candles of its span, those older than it stay unless `replace`, and those
+  // newer than it (live candles formed while the page was on its way) always stay.
+  function mergeCandles(incoming, replace) {
+    if (!incoming.length) {
+      if (replace) state.series.setData(state.candles);
+      return;
+    }
     const first = incoming[0].time;
-    let keep = state.candles.length;
-    while (keep > 0 && state.candles[keep - 1].time >= first) keep--;
-    state.candles = state.candles.slice(0, keep).concat(incoming).slice(-MAX_CANDLES);
+    const last = incoming[incoming.length - 1].time;
+    const before = replace ? [] : state.candles.filter((c) => c.time < first);
+    const after = state.candles.filter((c) => c.time > last);
+    state.candles = before.concat(incoming, after).slice(-MAX_CANDLES);
     state.series.setData(state.candles);
   }
 
@@ -282,7 +294,7 @@
       if (state.candles.length > MAX_CANDLES) state.candles.shift();
       state.series.update(candle);
     } else if (time === last.time) {
-      if (INTERVALS[state.interval].width === (bar.i === "1s" ? 1 : 60)) {
+      if (state.interval === bar.i) {
         // same width: the stream's bar is the candle
         Object.assign(last, { open: bar.o, high: bar.h, low: bar.l, close: bar.c });
       } else {
@@ -303,25 +315,37 @@
     $("chart-info").textContent = `${fmtPrice(bar.s, bar.c)} · ${bar.n} ticks in the live ${bar.i} bar`;
   }
 
+  // The latest `limit` candles (fromSeconds null), or those from fromSeconds on: the page after
+  // page a reconnect missed, up to state.refillPages of them; a longer gap reloads the latest.
   async function loadChart(fromSeconds) {
+    state.chartLoading++;
+    try {
+      await loadCandles(fromSeconds);
+    } finally {
+      state.chartLoading--;
+    }
+  }
+
+  async function loadCandles(fromSeconds) {
     const spec = INTERVALS[state.interval];
     const query = { unit: spec.unit, multiplier: spec.multiplier, limit: spec.limit, side: "mid" };
     if (fromSeconds != null) query.from = fromSeconds * 1000;
     const symbol = state.chartSymbol;
-    const interval = state.interval;
-    const body = await api(`/v1/bars/${symbol}`, query);
-    if (symbol !== state.chartSymbol || interval !== state.interval) return; // changed meanwhile
-    const candles = body.bars.map(candleOfRest);
-    if (fromSeconds == null) {
-      state.candles = [];
-      state.series.setData([]);
+    const generation = state.chartGeneration;
+    const candles = [];
+    for (let page = 0; ; page++) {
+      const body = await api(`/v1/bars/${symbol}`, query);
+      if (generation !== state.chartGeneration) return; // another chart was selected meanwhile
+      for (const bar of body.bars) candles.push(candleOfRest(bar));
+      if (fromSeconds == null || !body.next_cursor) break;
+      if (page + 1 >= state.refillPages) return loadCandles(null); // too long a gap: start over
+      query.cursor = body.next_cursor;
     }
-    mergeCandles(candles);
-    state.chartLoads++;
+    mergeCandles(candles, fromSeconds == null);
   }
 
   async function selectChart(symbol, interval) {
-    const previous = { symbol: state.chartSymbol, live: INTERVALS[state.interval].live };
+    state.chartGeneration++;
     state.chartSymbol = symbol;
     state.interval = interval;
     $("chart-symbol").textContent = symbol;
@@ -336,14 +360,15 @@
     url.searchParams.set("symbol", symbol);
     url.searchParams.set("interval", interval);
     history.replaceState(null, "", url);
+    // the chart starts empty: live bars of the new selection may arrive before its history
+    state.candles = [];
+    state.series.setData([]);
+    // switch the live subscription now, not after the load: a later click must see it switched
+    if (isOpen()) subscribeBars();
     try {
       await loadChart(null);
     } catch (error) {
       showError(`bars: ${error.message}`);
-    }
-    if (isOpen()) {
-      send({ action: "unsubscribe", channel: "bars", symbols: [previous.symbol], interval: previous.live });
-      subscribeBars();
     }
   }
 
@@ -368,6 +393,7 @@
     const ws = new WebSocket(`${state.streamUrl}?api_key=${encodeURIComponent(state.key)}`);
     state.ws = ws;
     state.ticksLive = false;
+    state.barsSub = null; // a new connection starts with no subscription
     ws.onmessage = (event) => {
       state.lastMessageAt = performance.now();
       let message;
@@ -435,8 +461,15 @@
       case "error":
         showError(`stream: ${message.code}: ${message.message}`);
         break;
+      case "ack":
+        state.subscriptionsLeft = message.subscriptions_left;
+        state.refused += message.results.filter((r) => r.status === "refused").length;
+        break;
+      case "subscriptions":
+        state.lastSubscriptions = message;
+        break;
       default:
-        break; // ack, subscriptions, and anything newer: nothing to do
+        break; // anything newer: nothing to do
     }
   }
 
@@ -464,8 +497,16 @@
     }
   }
 
+  // Make the connection's one bars subscription the chart's: unsubscribe the old one first.
   function subscribeBars() {
-    send({ action: "subscribe", id: "chart", channel: "bars", symbols: [state.chartSymbol], interval: INTERVALS[state.interval].live, side: "mid" });
+    const want = { symbol: state.chartSymbol, live: INTERVALS[state.interval].live };
+    const current = state.barsSub;
+    if (current && current.symbol === want.symbol && current.live === want.live) return;
+    if (current) {
+      send({ action: "unsubscribe", channel: "bars", symbols: [current.symbol], interval: current.live, side: "mid" });
+    }
+    send({ action: "subscribe", id: "chart", channel: "bars", symbols: [want.symbol], interval: want.live, side: "mid" });
+    state.barsSub = want;
   }
 
   function onResume(message) {
@@ -594,11 +635,15 @@
       duplicates: state.duplicates,
       reconnects: state.reconnects,
       candles: state.candles.length,
+      chartLoading: state.chartLoading,
       liveBars: state.liveBars,
       boardUpdates: state.boardUpdates,
       position: state.position && `${state.position.epoch}:${state.position.offset}`,
       lastResume: state.lastResume,
       rttMs: state.rttMs,
+      barsSub: state.barsSub && `${state.barsSub.symbol}/${state.barsSub.live}`,
+      refused: state.refused,
+      subscriptionsLeft: state.subscriptionsLeft,
     }),
   };
 
