@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -370,3 +371,49 @@ async def test_a_gap_over_the_cap_is_refused_without_loading_it() -> None:
         )
     assert caps == [50]
     await stream.aclose()
+
+
+async def test_gap_fill_polls_the_store_cheaply_then_fetches_the_gap_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the store is behind ``until`` the fill asks with one-tick requests; the gap (a
+    request of the cap's size) is fetched once, after the store has reached ``until``."""
+    monkeypatch.setattr("tickwire.client._async.FILL_POLL", 0.01)
+    limits: list[int] = []
+    gap = [
+        {
+            "time": "2026-11-27T10:00:00Z",
+            "ts": 10 + i,
+            "bid": 1.0,
+            "ask": 1.1,
+            "epoch": 7,
+            "offset": 10 + i,
+            "seq": 2 + i,
+        }
+        for i in range(1, 6)
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        limit = int(request.url.params["limit"])
+        limits.append(limit)
+        caught_up = len(limits) >= 4  # the store reaches 7:15 at the fourth request
+        ticks = gap[:limit]
+        return httpx.Response(
+            200,
+            json={
+                "symbol": "EURUSD",
+                "from": "2026-11-27T10:00:00Z",
+                "to": "2026-11-27T11:00:00Z",
+                "ticks": ticks if caught_up else ticks[:1],
+                "next_cursor": None,
+                "as_of": {"epoch": 7, "offset": 15 if caught_up else 11},
+            },
+        )
+
+    http = httpx.AsyncClient(base_url="http://test", transport=httpx.MockTransport(answer))
+    async with AsyncClient("http://test", "k", http=http) as client:
+        last = Tick("EURUSD", 10, 1.0, 1.1, 7, 10, 1)
+        got = await client._fill_gap("EURUSD", last, Position(7, 15), 100)
+    assert got is not None and [t.offset for t in got] == [11, 12, 13, 14, 15]
+    assert limits[:-1] == [1, 1, 1, 1]  # polls: one tick each, until the store caught up
+    assert limits[-1] > 100  # then the gap, once

@@ -36,9 +36,11 @@ __all__ = ["AsyncClient"]
 T = TypeVar("T")
 
 FILL_WAIT: float = 5.0
+"""How long a gap fill waits for the history store to reach the live position."""
+FILL_POLL: float = 0.1
+"""How often a gap fill asks whether the store has reached it (a one-tick request)."""
 FILL_SLACK = 1_000
 """Ticks fetched beyond a gap fill's cap, for those at or before the last delivered tick."""
-"""How long a gap fill waits for the history store to reach the live position."""
 
 
 def http_timeout(timeouts: Timeouts) -> httpx.Timeout:
@@ -236,17 +238,23 @@ class AsyncClient(BaseClient):
         self, symbol: str, last: Tick, until: Position, max_ticks: int
     ) -> list[Tick] | None:
         """``symbol``'s ticks after ``last`` up to ``until``, once the store has reached it; at
-        most ``max_ticks`` of them are fetched, and None means the gap holds more."""
+        most ``max_ticks`` of them are fetched, and None means the gap holds more.
+
+        While the store is behind, it is asked with one-tick requests (their ``as_of``); the
+        gap itself is fetched once, when the store has reached ``until`` or after FILL_WAIT.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FILL_WAIT
-        # the range starts at last's millisecond, so ticks up to last come first: some slack
-        limit = max_ticks + FILL_SLACK
+        start = last.ts // 1_000_000
         while True:
-            ticks, as_of = await self._ticks_with_as_of(symbol, last.ts // 1_000_000, None, limit)
+            _, as_of = await self._ticks_with_as_of(symbol, start, None, 1)
             store_done = as_of.epoch == until.epoch and as_of.offset >= until.offset
             if store_done or loop.time() > deadline:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(FILL_POLL)
+        # the range starts at last's millisecond, so ticks up to last come first: some slack
+        limit = max_ticks + FILL_SLACK
+        ticks, _ = await self._ticks_with_as_of(symbol, start, None, limit)
         after = (last.ts, last.epoch, last.offset)
         gap = [
             t
