@@ -8,12 +8,17 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
+from tickwire.api import native
+from tickwire.api.errors import ApiError, handle_api_error
+from tickwire.catalog import default_catalog
 from tickwire.config import Settings
 from tickwire.server.app import create_app
 
@@ -258,27 +263,29 @@ def test_catalogue_and_market(client: httpx.Client) -> None:
         ("/v1/ticks/EURUSD", {"from": "1990-01-01"}, 400, "range_too_large", "from"),
         ("/v1/ticks/EURUSD", {"to": "' OR 1=1 --"}, 400, "invalid_parameter", "to"),
         ("/v1/ticks/EURUSD", {"from": "9" * 2000}, 400, "invalid_parameter", "from"),
-        (
-            "/v1/convert",
-            {"from": "EUR", "to": "USD", "amount": "-5"},
-            400,
-            "invalid_parameter",
-            "amount",
-        ),
-        (
-            "/v1/convert",
-            {"from": "EUR", "to": "USD", "amount": "nan"},
-            400,
-            "invalid_parameter",
-            "amount",
-        ),
         ("/v1/convert", {"from": "EUR", "to": "USD"}, 400, "missing_parameter", "amount"),
         (
             "/v1/convert",
-            {"from": "EUR", "to": "JPY", "amount": "1e308"},
+            {"from": " ", "to": "USD", "amount": "1"},
+            400,
+            "missing_parameter",
+            "from",
+        ),
+        ("/v1/convert", {"to": "USD", "amount": "1"}, 400, "missing_parameter", "from"),
+        ("/v1/convert", {"from": "EUR", "to": "", "amount": "1"}, 400, "missing_parameter", "to"),
+        (
+            "/v1/convert",
+            {"from": "E" * 2000, "to": "USD", "amount": "1"},
             400,
             "invalid_parameter",
-            "amount",
+            "from",
+        ),
+        (
+            "/v1/convert",
+            {"from": "EUR", "to": "U" * 2000, "amount": "1"},
+            400,
+            "invalid_parameter",
+            "to",
         ),
         (
             "/v1/convert",
@@ -316,6 +323,48 @@ def test_bad_input_is_a_clear_4xx(
 ) -> None:
     """Every bad parameter answers a 4xx JSON error with a code and the parameter's name."""
     assert_error(get(client, path, status, **params), code, param)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "-5",
+        "nan",
+        "inf",
+        "1e16",  # over the cap of 1e15
+        "1_000",  # float() takes digit-group underscores; the API does not
+        "\uff11\uff10",  # fullwidth "10": float() takes non-ASCII digits too
+        "\u0663",  # Arabic-Indic 3
+        "ten",
+    ],
+)
+def test_convert_refuses_a_bad_amount(client: httpx.Client, amount: str) -> None:
+    body = get(client, "/v1/convert", 400, **{"from": "EUR", "to": "USD", "amount": amount})
+    assert_error(body, "invalid_parameter", "amount")
+
+
+def test_convert_amount_bounds(client: httpx.Client) -> None:
+    """The cap itself converts (on a pair that trades every day), and -0 is a plain 0."""
+    top = get(client, "/v1/convert", **{"from": "BTC", "to": "USD", "amount": "1e15"})
+    assert top["amount"] == 1e15 and top["total"] == pytest.approx(1e15 * top["rate"])
+    response = client.get("/v1/convert", params={"from": "EUR", "to": "USD", "amount": "-0"})
+    assert response.status_code == 200, response.text
+    assert '"amount":0.0,' in response.text and '"total":0.0,' in response.text
+
+
+async def test_convert_without_a_live_rate_is_404_no_rate() -> None:
+    """Known currencies with no quote yet (none has ticked): 404 no_rate, not unknown_currency."""
+    node = SimpleNamespace(catalog=default_catalog(), live=SimpleNamespace(quote=lambda _: None))
+    app = Starlette(routes=native.routes, exception_handlers={ApiError: handle_api_error})
+    app.state.node = node
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://native") as http:
+        response = await http.get("/v1/convert", params={"from": "SEK", "to": "NZD", "amount": "1"})
+        assert response.status_code == 404
+        assert_error(response.json(), "no_rate", "to")
+        response = await http.get("/v1/convert", params={"from": "SEK", "to": "XYZ", "amount": "1"})
+        assert response.status_code == 400
+        assert_error(response.json(), "unknown_currency", "to")
 
 
 def test_bars_without_a_range_are_never_refused_as_too_large(client: httpx.Client) -> None:

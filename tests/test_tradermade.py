@@ -755,6 +755,9 @@ async def test_convert_shape_and_total(client: httpx.AsyncClient, node: Node) ->
         ("from=EUR&to=GBP&amount=inf", "amount"),
         ("from=EUR&to=GBP&amount=1e308", "amount"),  # the total would not be a finite number
         ("from=EUR&to=GBP&amount=abc", "amount"),
+        ("from=EUR&to=GBP&amount=1_000", "amount"),  # float() takes it; the API does not
+        ("from=EUR&to=GBP&amount=%EF%BC%91%EF%BC%90", "amount"),  # fullwidth "10"
+        ("from=EUR&to=GBP&amount=%D9%A3", "amount"),  # Arabic-Indic 3
         ("from=EUR&to=GBP", "amount"),
         ("from=EUR&to=BRL&amount=1", "to"),
         ("from=XXXXXXXXXXXXXXXXXXXXXXXXXXX&to=GBP&amount=1", "from"),
@@ -763,6 +766,27 @@ async def test_convert_shape_and_total(client: httpx.AsyncClient, node: Node) ->
 async def test_convert_rejects(client: httpx.AsyncClient, query: str, param: str) -> None:
     """Negative, NaN, infinite, non-numeric or missing amounts and unknown codes → 400."""
     assert_400(await get(client, f"/api/v1/convert?{query}", 400), param)
+
+
+async def test_convert_minus_zero_is_zero(client: httpx.AsyncClient) -> None:
+    """``-0`` converts to a plain 0 total, not ``-0.0``."""
+    response = await client.get("/api/v1/convert?from=EUR&to=GBP&amount=-0")
+    assert response.status_code == 200, response.text
+    assert '"total":0.0' in response.text.replace(" ", "")
+    assert "-0" not in response.text
+
+
+async def test_convert_and_live_without_a_rate_are_204(
+    client: httpx.AsyncClient, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known currencies with no quote to derive from (NoRateError): the 204 "not available"."""
+    monkeypatch.setattr(node.live, "quote", lambda _: None)
+    body = await get(client, "/api/v1/convert?from=SEK&to=NZD&amount=1")
+    assert body == {"error": 204, "message": "Currency pair currently not available"}
+    live = await get(client, "/api/v1/live?currency=SEKNZD")
+    assert live["quotes"] == [
+        {"error": 204, "instrument": "SEKNZD", "message": "Currency pair currently not available"}
+    ]
 
 
 # -- ticks ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     TickwireError
     ├── ConfigError                 invalid settings (the CLI exits with code 2)
     ├── UnknownSymbolError          a symbol that is not in the catalogue (also a KeyError)
+    ├── NoRateError                 known currencies, but no live quote to convert with yet
     ├── InvalidQueryError           a history query that cannot be answered (also a ValueError)
     ├── InvalidTickError            a tick that cannot be journaled (also a ValueError)
     ├── JournalError
@@ -53,12 +54,12 @@ class UnknownSymbolError(TickwireError, KeyError):
         return str(self.args[0])
 
 
-class NoRateError(UnknownSymbolError):
+class NoRateError(TickwireError):
     """The currencies are known, but no quote for the pair (direct, inverse or cross) exists yet."""
 
     def __init__(self, pair: str) -> None:
-        TickwireError.__init__(self, f"no live rate for {pair} yet")
-        self.symbol = pair
+        super().__init__(f"no live rate for {pair} yet")
+        self.pair = pair
 
 
 class InvalidQueryError(TickwireError, ValueError):

@@ -82,8 +82,8 @@ def derive_quote(catalog: Catalog, lookup: QuoteLookup, base: str, quote: str) -
     """A quote for ``base``/``quote``.
 
     Currencies are three-letter codes known to the catalogue: raises
-    :class:`UnknownSymbolError` for a code that is not, and :class:`NoRateError` (a subclass)
-    when no direct, inverse or cross quote exists yet.
+    :class:`UnknownSymbolError` for a code that is not, and :class:`NoRateError` when no
+    direct, inverse or cross quote exists yet.
     """
     base, quote = base.strip().upper(), quote.strip().upper()
     currencies = catalog.currencies()

@@ -38,6 +38,7 @@ from .params import (
     parse_choice,
     parse_float,
     parse_int,
+    parse_required,
     parse_symbol,
     parse_symbols,
     parse_time,
@@ -334,19 +335,15 @@ async def convert(request: Request) -> Response:
     """Convert an amount between currencies: direct pair, inverse, or a cross through a hub."""
     node = node_of(request)
     params = request.query_params
-    source = params.get("from", "")
-    target = params.get("to", "")
-    if not source:
-        raise ApiError(400, "missing_parameter", "from is required", param="from")
-    if not target:
-        raise ApiError(400, "missing_parameter", "to is required", param="to")
+    source = parse_required(params, "from")
+    target = parse_required(params, "to")
     amount = parse_float(params, "amount")
     try:
         result = convert_amount(node.catalog, node.live.quote, source, target, amount)
     except NoRateError as exc:
         raise ApiError(404, "no_rate", str(exc), param="to") from None
     except UnknownSymbolError as exc:
-        param = "from" if exc.symbol == source.strip().upper() else "to"
+        param = "from" if exc.symbol == source.upper() else "to"
         raise ApiError(
             400, "unknown_currency", f"unknown currency {exc.symbol[:16]!r}", param=param
         ) from None

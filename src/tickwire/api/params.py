@@ -25,6 +25,8 @@ __all__ = [
     "parse_choice",
     "parse_float",
     "parse_int",
+    "parse_number",
+    "parse_required",
     "parse_symbol",
     "parse_symbols",
     "parse_time",
@@ -85,12 +87,33 @@ def parse_int(params: Mapping[str, str], name: str, default: int, *, low: int, h
     return value
 
 
+def parse_required(params: Mapping[str, str], name: str) -> str:
+    """A required string, stripped: missing_parameter when absent or blank, bounded as all."""
+    raw = _raw(params, name)
+    value = "" if raw is None else raw.strip()
+    if not value:
+        raise ApiError(400, "missing_parameter", f"{name} is required", param=name)
+    return value
+
+
+def parse_number(text: str) -> float:
+    """``float(text)`` for plain ASCII decimal text, with -0 as 0.0.
+
+    Raises ValueError for what ``float`` accepts but an API should not: digit-group
+    underscores (``1_000``) and non-ASCII digits (fullwidth ``１``, Arabic-Indic ``٣``), as
+    :func:`parse_time` refuses them too. NaN and infinities pass: the caller bounds the value.
+    """
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"could not convert string to float: {text!r}")
+    return float(text) + 0.0  # -0.0 + 0.0 is 0.0
+
+
 def parse_float(params: Mapping[str, str], name: str) -> float:
     raw = _raw(params, name)
     if raw is None:
         raise ApiError(400, "missing_parameter", f"{name} is required", param=name)
     try:
-        value = float(raw)
+        value = parse_number(raw)
     except ValueError:
         raise invalid(name, f"{name} must be a number") from None
     if value != value or value in (float("inf"), float("-inf")):

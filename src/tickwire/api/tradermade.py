@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..access import entitled
 from ..catalog import Catalog
-from ..errors import InvalidQueryError, TickwireError, UnknownSymbolError
+from ..errors import InvalidQueryError, NoRateError, TickwireError, UnknownSymbolError
 from ..markethours import is_open, market_status
 from ..model import BarUnit, Kind, PriceSide
 from ..node import Node
@@ -511,7 +511,7 @@ class _Api:
         else:
             try:
                 derived = derive_quote(catalog, node.live.quote, source, target)
-            except UnknownSymbolError:
+            except (NoRateError, UnknownSymbolError):
                 raise coded(204, PAIR_UNAVAILABLE) from None
             if not all(_entitled(request, leg.symbol) for leg in derived.legs):
                 raise coded(403, NOT_ENTITLED)

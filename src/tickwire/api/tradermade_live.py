@@ -30,7 +30,7 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 
 from ..catalog import Catalog
-from ..errors import InvalidQueryError, UnknownSymbolError
+from ..errors import InvalidQueryError, NoRateError, UnknownSymbolError
 from ..model import Quote
 from ..rates import derive_quote
 from .tradermade_wire import (
@@ -260,7 +260,7 @@ class LiveEndpoint:
                 return QuoteError(204, code, PAIR_UNAVAILABLE)
             try:
                 derived = derive_quote(catalog, lookup, code[:3], code[3:])
-            except (UnknownSymbolError, InvalidQueryError):
+            except (NoRateError, UnknownSymbolError, InvalidQueryError):
                 return QuoteError(204, code, PAIR_UNAVAILABLE)
             if not all(may_read(leg.symbol) for leg in derived.legs):
                 return QuoteError(403, code, NOT_ENTITLED)

@@ -28,6 +28,7 @@ from typing import Any, Final
 from ..catalog import Catalog
 from ..model import Kind
 from ..rates import MAX_AMOUNT
+from .params import parse_number
 
 __all__ = [
     "DAY_NS",
@@ -169,9 +170,10 @@ def parse_codes(name: str, text: str, *, max_codes: int) -> tuple[str, ...]:
 
 
 def parse_amount(name: str, text: str) -> float:
-    """A finite, non-negative float; 400 otherwise (NaN, infinity, negative, not a number)."""
+    """A finite, non-negative float; 400 otherwise (NaN, infinity, negative, not a number,
+    ``1_000``, non-ASCII digits). ``-0`` is 0.0."""
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError as exc:
         raise invalid(name, str(exc)) from None
     if not 0 <= value <= MAX_AMOUNT:  # also refuses NaN and infinities
