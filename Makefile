@@ -7,7 +7,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ./data
 
-.PHONY: run test lint types tests bench bench-quick bench-deps clean browser vendor-js
+.PHONY: venv run test lint types tests bench bench-quick bench-deps clean browser vendor-js
+
+# $(call apt-install,COMMAND,PACKAGES): unless COMMAND is on the PATH, install the Debian/Ubuntu
+# PACKAGES with apt-get (as root, from the network), refreshing the package lists if that fails.
+apt-install = command -v $(1) >/dev/null || { apt-get install -y --no-install-recommends $(2) \
+	|| { apt-get update && apt-get install -y --no-install-recommends $(2); }; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,26 +62,24 @@ bench-quick: $(STAMP) bench-deps
 PEERS_LOCK := bench/fanout_peers/node_modules/.package-lock.json
 
 bench-deps: $(PEERS_LOCK)
-	@command -v wrk >/dev/null || { apt-get install -y --no-install-recommends wrk \
-		|| { apt-get update && apt-get install -y --no-install-recommends wrk; }; }
+	@$(call apt-install,wrk,wrk)
 
 $(PEERS_LOCK): bench/fanout_peers/package-lock.json
-	@command -v npm >/dev/null || { apt-get install -y --no-install-recommends nodejs npm \
-		|| { apt-get update && apt-get install -y --no-install-recommends nodejs npm; }; }
+	@$(call apt-install,npm,nodejs npm)
 	npm ci --prefix bench/fanout_peers --no-audit --no-fund
 
 # The dashboard test drives the system Chromium (Debian's package; Playwright's own download
-# cannot work offline).
-browser:
-	@command -v chromium >/dev/null || { apt-get install -y --no-install-recommends chromium \
-		|| { apt-get update && apt-get install -y --no-install-recommends chromium; }; }
+# cannot work offline). After bench-deps, never beside it: two apt-get runs at once (make -j)
+# would fail on apt's lock.
+browser: bench-deps
+	@$(call apt-install,chromium,chromium)
 
 # Refresh the dashboard's vendored JavaScript from the versions web/package.json pins.
 vendor-js:
 	npm ci --prefix web --no-audit --no-fund
 	cp web/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
-		web/node_modules/lightweight-charts/LICENSE src/tickwire/dashboard/static/vendor/
-	mv src/tickwire/dashboard/static/vendor/LICENSE \
+		src/tickwire/dashboard/static/vendor/
+	cp web/node_modules/lightweight-charts/LICENSE \
 		src/tickwire/dashboard/static/vendor/LICENSE-lightweight-charts.txt
 
 clean:
