@@ -8,36 +8,45 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
+import httpx
 
-from ..client._base import derive_stream_url
+from ..client import ApiError, ClientError, TransportError
+from ..client._base import ENV_KEY, derive_stream_url
 from .clients import METHODS, Endpoint, Method
 from .report import RunInfo, command_line, machine_info, what_this_means, write_report
-from .rest_vs_ws import QUICK, BenchConfig, run_grid
+from .rest_vs_ws import QUICK, BenchConfig, UnknownSymbolsError, run_grid
 
 __all__ = ["bench", "register", "rest_vs_ws"]
 
-_CONTEXT: Final[dict[str, Any]] = {
-    "help_option_names": ["-h", "--help"],
-    "max_content_width": 100,
-}
 _DEFAULTS: Final = BenchConfig()
+_COMMAND: Final = "bench rest-vs-ws"
+
+T = TypeVar("T")
 
 
-@click.group(context_settings=_CONTEXT)
+@click.group()
 def bench() -> None:
     """Benchmarks against a real tickwire server, written up as a report."""
 
 
+def _unique(values: Iterable[T]) -> tuple[T, ...]:
+    """``values`` without repeats, in first-seen order."""
+    return tuple(dict.fromkeys(values))
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
+        values = _unique(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {text!r}") from None
     if not values or not all(0 < v < math.inf for v in values):  # also refuses NaN
@@ -47,7 +56,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
+        values = _unique(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected integers separated by commas, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
@@ -56,29 +65,76 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _methods(text: str) -> tuple[Method, ...]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
+    names = _unique(x.strip() for x in text.split(",") if x.strip())
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise click.BadParameter(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     return tuple(cast(Method, n) for n in names)
 
 
+def _symbols(text: str) -> tuple[str, ...]:
+    return _unique(s.strip().upper() for s in text.split(",") if s.strip())
+
+
 def _join(values: tuple[float, ...] | tuple[int, ...] | tuple[str, ...]) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def _host_port(url: str, default_port: int) -> tuple[str, int]:
+def _host_port(url: str, scheme: str, default_port: int) -> tuple[str, int]:
+    """Host and port of a ``scheme://HOST[:PORT]`` URL (the benchmark speaks no TLS)."""
     try:
         parts = urlsplit(url)
         hostname, port = parts.hostname, parts.port  # .port raises for a bad port
     except ValueError as exc:
-        raise click.BadParameter(f"not a URL: {url!r} ({exc})") from None
+        raise click.UsageError(f"not a URL: {url!r} ({exc})") from None
     if not hostname:
-        raise click.BadParameter(f"not a URL: {url!r}")
+        raise click.UsageError(f"not a URL: {url!r}")
+    if parts.scheme != scheme:
+        raise click.UsageError(f"{url!r}: only {scheme}:// URLs can be measured")
     return hostname, port or default_port
 
 
-@bench.command("rest-vs-ws", context_settings=_CONTEXT)
+def _prepare_out(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it, before a long run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise click.UsageError(f"--out {out}: {exc.strerror or exc}") from None
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and exit ``code``, as the other ``tickwire`` commands do."""
+    line = " ".join(str(message).split())
+    click.echo(f"tickwire {_COMMAND}: {line}", err=True)
+    sys.exit(code)
+
+
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, TransportError):
+        return f"cannot reach the server: {exc.__cause__ or exc}"
+    if isinstance(exc, ApiError):
+        text = f"{exc.status} {exc.message or exc.code} ({exc.method} {exc.url})"
+        return text + (f" (pass --key or set {ENV_KEY})" if exc.status in (401, 403) else "")
+    if isinstance(exc, httpx.HTTPError):
+        return f"network error: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+_RUN_ERRORS: Final = (
+    ClientError,
+    httpx.HTTPError,
+    subprocess.SubprocessError,
+    OSError,
+    RuntimeError,
+    TimeoutError,
+    UnknownSymbolsError,
+)
+"""What a run can end with besides a bug: each is reported in one line, without a traceback."""
+
+
+@bench.command("rest-vs-ws")
 @click.option(
     "--rates",
     default=_join(_DEFAULTS.rates),
@@ -169,14 +225,14 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 )
 @click.option(
     "--key",
-    envvar="TICKWIRE_KEY",
+    envvar=ENV_KEY,
     default=None,
     help="With --url: the API key (needs REST and stream; its rate and connection limits "
-    "apply, and refusals are reported). [env TICKWIRE_KEY]",
+    f"apply, and refusals are reported). [env {ENV_KEY}]",
 )
 @click.option(
     "--server-pid",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="With --url: the server's process id on this machine, to measure its CPU time.",
 )
@@ -220,6 +276,16 @@ def rest_vs_ws(
         source = ctx.get_parameter_source(name)
         return source not in (click.core.ParameterSource.DEFAULT, None)
 
+    if url is None:
+        # --key may come from the environment, set for other commands: only refuse it typed
+        typed = [
+            f"--{name.replace('_', '-')}"
+            for name in ("stream_url", "key", "server_pid")
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if typed:
+            raise click.UsageError(f"{', '.join(typed)} can only be used with --url")
+
     base = QUICK if quick else _DEFAULTS
     try:
         config = BenchConfig(
@@ -232,7 +298,7 @@ def rest_vs_ws(
             sample=sample,
             quotes_max_rate=quotes_max_rate,
             sim_step_ms=sim_step_ms,
-            symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
+            symbols=_symbols(symbols),
             idle_seconds=base.idle_seconds,
         )
     except click.BadParameter as exc:
@@ -242,11 +308,12 @@ def rest_vs_ws(
     if url is not None:
         if not key:
             raise click.UsageError("--url needs --key (or TICKWIRE_KEY)")
-        host, port = _host_port(url, 80)
-        stream_host, stream_port = _host_port(stream_url or derive_stream_url(url), 80)
+        host, port = _host_port(url, "http", 80)
+        stream_url = stream_url or derive_stream_url(url)
+        stream_host, stream_port = _host_port(stream_url, "ws", 80)
         external = Endpoint(host, port, stream_host, stream_port, key)
         config = dataclasses.replace(config, rates=())
-        target = f"{url} (stream {stream_url or derive_stream_url(url)}), measured as it runs"
+        target = f"{url} (stream {stream_url}), measured as it runs"
         cells = len(config.clients) * len(config.methods)
     else:
         target = (
@@ -255,6 +322,8 @@ def rest_vs_ws(
             "backfill, no weekend close, a key with rate and connection limits above the load"
         )
         cells = config.cells
+
+    _prepare_out(out)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -286,11 +355,14 @@ def rest_vs_ws(
 
         try:
             results = run_grid(config, external=external, external_pid=server_pid, on_cell=on_cell)
-        except (OSError, RuntimeError, TimeoutError) as exc:
-            console.print(f"tickwire bench: {exc}")
-            sys.exit(1)
-        progress.advance(task)
-        progress.update(task, description=f"done: {len(results)} cells")
+        except _RUN_ERRORS as exc:
+            failure: BaseException | None = exc
+        else:
+            failure = None
+            progress.advance(task)
+            progress.update(task, description=f"done: {len(results)} cells")
+    if failure is not None:  # reported once the progress display has stopped
+        _fail(_error_message(failure), 2 if isinstance(failure, UnknownSymbolsError) else 1)
 
     info = RunInfo(
         command=command_line(),
@@ -300,7 +372,10 @@ def rest_vs_ws(
         target=target,
         machine=machine_info(),
     )
-    files = write_report(results, info, out)
+    try:
+        files = write_report(results, info, out)
+    except OSError as exc:
+        _fail(f"cannot write the report in {out}: {exc.strerror or exc}")
     click.echo("What this means:")
     for line in what_this_means(results):
         click.echo(f"  - {line}")

@@ -29,6 +29,16 @@ from urllib.parse import quote
 
 import msgspec
 
+from ..protocol.messages import (
+    JSON_ENCODER,
+    Ack,
+    Channel,
+    ErrorMessage,
+    SubscribeRequest,
+    SymbolStatus,
+    Welcome,
+    decode_server_message,
+)
 from .wire import (
     MAX_HEAD,
     OP_CLOSE,
@@ -269,6 +279,10 @@ _legacy_decoder: Final = msgspec.json.Decoder(_LegacyTick)
 
 StreamKind = Literal["ws-ticks", "ws-quotes", "sse", "feedadv"]
 
+_PING: Final = b'{"action":"ping"}'
+"""The keepalive :class:`~tickwire.protocol.messages.PingRequest`, as short as it can be (it is
+sent inside measurement windows; the Struct's encoding would add ``"id":null``)."""
+
 _TICK_MARKER: Final[dict[StreamKind, bytes]] = {
     "ws-ticks": b'{"s":',
     "ws-quotes": b'{"s":',
@@ -421,6 +435,8 @@ class StreamClient(asyncio.Protocol):
             at = self._setup_buf.find(b"event: hello")
             end = self._setup_buf.find(b"\n\n\r\n", at) if at >= 0 else -1
             if end < 0:
+                if len(self._setup_buf) > MAX_HEAD:
+                    raise ProtocolError("no hello event in the first bytes of the SSE stream")
                 return b""
             rest = bytes(self._setup_buf[end + 4 :])
             self._setup_buf.clear()
@@ -450,27 +466,35 @@ class StreamClient(asyncio.Protocol):
                 self._write(ws_client_frame(OP_TEXT, login))
                 self._ready()
             return
-        message = msgspec.json.decode(payload)
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "welcome":
-            request: dict[str, object] = {
-                "action": "subscribe",
-                "id": 1,
-                "channel": "ticks" if self.kind == "ws-ticks" else "quotes",
-                "symbols": self._symbols,
-                "snapshot": False,
-            }
-            if self.kind == "ws-quotes":
-                request["max_rate"] = self._max_rate
-            self._write(ws_client_frame(OP_TEXT, msgspec.json.encode(request)))
-        elif kind == "ack":
-            refused = [r for r in message.get("results", ()) if r.get("status") != "accepted"]
-            if refused:
-                self._fail(f"refused: {refused[:3]}")
-                return
-            self._ready()
-        elif kind == "error":
-            self._fail(f"error: {message.get('code')}")
+        try:
+            message = decode_server_message(payload, binary=False)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"bad setup message: {exc}") from None
+        match message:
+            case Welcome():
+                ticks = self.kind == "ws-ticks"
+                request = SubscribeRequest(
+                    channel=Channel.TICKS if ticks else Channel.QUOTES,
+                    symbols=self._symbols,
+                    id=1,
+                    snapshot=False,
+                    max_rate=None if ticks else self._max_rate,
+                )
+                self._write(ws_client_frame(OP_TEXT, JSON_ENCODER.encode(request)))
+            case Ack(results=results):
+                refused = [
+                    f"{r.symbol}: {r.reason or r.status}"
+                    for r in results
+                    if r.status != SymbolStatus.ACCEPTED
+                ]
+                if refused:
+                    self._fail(f"refused: {refused[:3]}")
+                    return
+                self._ready()
+            case ErrorMessage(code=code):
+                self._fail(f"error: {code}")
+            case _:
+                pass
 
     def _ready(self) -> None:
         self._setup = False
@@ -481,7 +505,7 @@ class StreamClient(asyncio.Protocol):
             self.ready.set_result(None)
 
     def _ping(self) -> None:
-        self._write(ws_client_frame(OP_TEXT, b'{"action":"ping"}'))
+        self._write(ws_client_frame(OP_TEXT, _PING))
         self._keepalive = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._ping)
 
     # -- after the run ---------------------------------------------------------------------

@@ -66,6 +66,7 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (
     "setup_s",
     "cell_s",
     "errors",
+    "failed",
 )
 """The columns of ``results.csv``, one row per cell (empty: not measurable)."""
 
@@ -142,6 +143,8 @@ def read_results_csv(path: Path) -> list[CellResult]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             values: dict[str, object] = {}
+            if "failed" not in row:  # written before the column: a failed cell had no window
+                row["failed"] = str(not float(row["duration_s"] or 0))
             for name in CSV_COLUMNS:
                 raw = row[name]
                 if name == "method":
@@ -149,6 +152,8 @@ def read_results_csv(path: Path) -> list[CellResult]:
                 elif name == "errors":
                     pairs = (p.rsplit(":", 1) for p in raw.split(";") if p)
                     values[name] = {k: int(v) for k, v in pairs}
+                elif name == "failed":
+                    values[name] = raw == "True"
                 elif name in ints:
                     values[name] = int(raw)
                 else:
@@ -331,7 +336,7 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
             f"{who}, both directions, headers and framing included: {', '.join(parts)}."
         )
 
-    failed = [r for r in grid.results if r.duration_s == 0]
+    failed = [r for r in grid.results if r.failed]
     for r in failed:
         out.append(
             f"`{r.method}` could not be measured at {_where(r)}: "
@@ -340,8 +345,8 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
         )
     busy = [r for r in grid.results if r.loadgen_cpu_frac > SATURATED]
     behind = _fell_behind(grid)
-    errors = [r for r in grid.results if r.errors and r.duration_s > 0]
-    short = [r for r in grid.results if r.connected < r.clients and r.duration_s > 0]
+    errors = [r for r in grid.results if r.errors and not r.failed]
+    short = [r for r in grid.results if r.connected < r.clients and not r.failed]
     caveats = []
     if busy:
         caveats.append(
@@ -377,7 +382,7 @@ def what_this_means(results: Sequence[CellResult]) -> list[str]:
 
 def _fell_behind(grid: _Grid) -> list[CellResult]:
     """Cells whose published rate was under 80% of the median of the cells at the same rate."""
-    measured = [r for r in grid.results if r.duration_s > 0]
+    measured = [r for r in grid.results if not r.failed]
     typical = {
         rate: statistics.median([r.measured_rate for r in measured if r.rate == rate] or [0.0])
         for rate in grid.rates

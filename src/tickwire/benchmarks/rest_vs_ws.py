@@ -26,15 +26,16 @@ without connection setup.
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
 import numpy as np
 import uvloop
 
+from ..client import ClientError
 from .clients import (
     METHODS,
     Endpoint,
@@ -55,7 +56,9 @@ __all__ = [
     "BenchConfig",
     "CellResult",
     "Target",
+    "UnknownSymbolsError",
     "measure_rate",
+    "raise_open_files_limit",
     "run_grid",
     "run_target",
 ]
@@ -63,12 +66,17 @@ __all__ = [
 DEFAULT_RATES: Final[tuple[float, ...]] = (1, 10, 100, 1000)
 DEFAULT_CLIENTS: Final[tuple[int, ...]] = (1, 10, 100, 1000)
 REST_METHODS: Final = frozenset({"rest-1s", "rest-fast"})
-LOSSLESS: Final = frozenset({"ws-ticks", "sse", "feedadv"})
 SLOW_READING_NS: Final = 500_000_000
 """A seq reading slower than this is flagged in the cell's errors (the server is overloaded)."""
 MIN_TICKS_FOR_CPU: Final = 1000
 """Fewest delivered ticks for a CPU-per-tick figure: the process clock counts in 10 ms steps,
 so fewer ticks would give a figure made of rounding."""
+OPEN_FILES_WANTED: Final = 65_536
+"""The soft open-files limit the grid asks for (a cell opens up to one socket per client)."""
+
+
+class UnknownSymbolsError(ValueError):
+    """``symbols`` names symbols the server's catalogue does not have."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,42 +141,48 @@ class Target:
     """Its process id, for its CPU time (None: not on this machine, CPU not measured)."""
     rate: float
     """The tick rate the grid calls it by (the load rate, or the measured rate by URL)."""
+    exited: Callable[[], str | None] | None = None
+    """For a spawned server: None while its process runs, else why it is gone."""
 
 
 @dataclass(kw_only=True)
 class CellResult:
-    """The figures of one cell (one row of ``results.csv``). None means not measurable."""
+    """The figures of one cell (one row of ``results.csv``). None means not measurable.
+
+    A failed cell (``failed``) has only its identity, ``connected``, ``cell_s`` and ``errors``;
+    every figure keeps its default.
+    """
 
     method: str
     rate: float
     clients: int
     connected: int
     """Clients that were ready when the window opened."""
-    observers: int
+    observers: int = 0
     """Clients whose every tick was decoded (missed and staleness come from these)."""
-    duration_s: float
-    published: int
+    duration_s: float = 0.0
+    published: int = 0
     """Ticks of the subscribed symbols published between the two seq readings."""
-    measured_rate: float
-    missed_fraction: float | None
-    staleness_p50_ms: float | None
-    staleness_p99_ms: float | None
-    delivered_ticks: int
+    measured_rate: float = 0.0
+    missed_fraction: float | None = None
+    staleness_p50_ms: float | None = None
+    staleness_p99_ms: float | None = None
+    delivered_ticks: int = 0
     """Ticks received by all clients in the window (REST: quotes not seen before)."""
-    bytes_in: int
-    bytes_out: int
-    bytes_per_tick: float | None
-    messages: int
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bytes_per_tick: float | None = None
+    messages: int = 0
     """REST answers, or stream messages carrying ticks, received by all clients in the window."""
-    messages_per_s: float
-    server_cpu_s: float | None
-    server_idle_cpu_s: float | None
+    messages_per_s: float = 0.0
+    server_cpu_s: float | None = None
+    server_idle_cpu_s: float | None = None
     """The server's CPU time with no client over the same duration (its own work)."""
-    server_cpu_s_per_1k: float | None
+    server_cpu_s_per_1k: float | None = None
     """(server CPU − idle CPU) per 1,000 delivered ticks; None under
     :data:`MIN_TICKS_FOR_CPU` delivered ticks."""
-    loadgen_cpu_s: float
-    loadgen_cpu_frac: float
+    loadgen_cpu_s: float = 0.0
+    loadgen_cpu_frac: float = 0.0
     """Load generator CPU over the window as a fraction of one core."""
     setup_s: float = 0.0
     """Seconds from the start of the cell until every client was ready (or the deadline)."""
@@ -176,6 +190,8 @@ class CellResult:
     """Seconds the whole cell took: setup, warm-up, window, grace, analysis."""
     errors: dict[str, int] = field(default_factory=dict)
     """Per kind: HTTP statuses (``429``), close codes, ``lost`` connections, ``not ready``."""
+    failed: bool = False
+    """The cell could not be measured (it raised or timed out): no figure is meaningful."""
 
     def errors_text(self) -> str:
         """Errors as ``kind:count`` pairs joined by ``;`` (empty when none)."""
@@ -186,22 +202,29 @@ Progress = Callable[[Method, float, int], None]
 
 
 async def run_target(
-    target: Target,
-    config: BenchConfig,
-    clients: Sequence[int],
-    methods: Sequence[Method],
-    *,
-    on_cell: Progress | None = None,
+    target: Target, config: BenchConfig, *, on_cell: Progress | None = None
 ) -> list[CellResult]:
-    """Run every (clients, method) cell against one server; returns a row per cell."""
+    """Run every (clients, method) cell of ``config`` against one server; a row per cell.
+
+    Raises :class:`UnknownSymbolsError` before any cell when ``config.symbols`` names a symbol
+    the server does not have.
+    """
     control = Control(target.endpoint)
     try:
-        symbols = list(config.symbols) or await control.symbols()
+        catalogue = await control.symbols()
+        known = set(catalogue)
+        unknown = [s for s in config.symbols if s not in known]
+        if unknown:
+            raise UnknownSymbolsError(
+                f"unknown symbol(s) {', '.join(unknown)}: the server has "
+                f"{', '.join(catalogue[:10])}{' ...' if len(catalogue) > 10 else ''}"
+            )
+        symbols = list(config.symbols) or catalogue
         idle = await _idle_cpu(target, config.idle_seconds)
-        subscribed_rate = await _subscribed_rate(control, target, symbols)
+        subscribed_rate = _subscribed_rate(target.rate, symbols, catalogue)
         results: list[CellResult] = []
-        for n in clients:
-            for method in methods:
+        for n in config.clients:
+            for method in config.methods:
                 if on_cell is not None:
                     on_cell(method, target.rate, n)
                 cell = _Cell(target, config, control, symbols, method, n, idle, subscribed_rate)
@@ -210,21 +233,34 @@ async def run_target(
                         results.append(await cell.run())
                 except Exception as exc:  # one failed cell must not end a 10-minute run
                     results.append(cell.failed(exc))
-                await _settle(control, config.cell_timeout)
+                await _settle(control, config.cell_timeout, target.exited)
         return results
     finally:
         await control.aclose()
 
 
-async def _settle(control: Control, patience: float) -> None:
-    """Wait until the server answers ``/health`` within a second again (after an overload)."""
+SETTLE_RETRY_S: Final = 0.1
+"""Pause between ``/health`` attempts while the server does not answer."""
+
+
+async def _settle(
+    control: Control, patience: float, exited: Callable[[], str | None] | None = None
+) -> None:
+    """Wait until the server answers ``/health`` within a second again (after an overload).
+
+    Raises RuntimeError (with why, and the end of its log) once a spawned server's process is
+    gone: no later cell could be measured.
+    """
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
+        if exited is not None and (why := exited()) is not None:
+            raise RuntimeError(why)
         start = time.monotonic()
         try:
             async with asyncio.timeout(max(1.0, deadline - start)):
                 await control.health()
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, ClientError):
+            await asyncio.sleep(SETTLE_RETRY_S)
             continue
         if time.monotonic() - start < 1.0:
             return
@@ -242,13 +278,12 @@ async def _idle_cpu(target: Target, seconds: float) -> float | None:
     return (after - before) / (time.monotonic() - start)
 
 
-async def _subscribed_rate(control: Control, target: Target, symbols: list[str]) -> float:
+def _subscribed_rate(rate: float, symbols: list[str], catalogue: list[str]) -> float:
     """Ticks per second of the subscribed symbols (sets the ``rest-fast`` interval).
 
     The simulator's load mode spreads ticks evenly over every symbol, round-robin.
     """
-    everything = await control.symbols()
-    return target.rate * len(set(symbols) & set(everything)) / max(1, len(everything))
+    return rate * len(set(symbols) & set(catalogue)) / max(1, len(catalogue))
 
 
 class _Cell:
@@ -273,10 +308,9 @@ class _Cell:
         self.n = clients
         self.idle_cpu = idle_cpu
         self.rest = method in REST_METHODS
-        if method == "rest-1s":
-            self.interval = config.rest_interval
-        else:
-            self.interval = 1.0 / max(subscribed_rate, 1e-9)
+        self.interval = config.rest_interval
+        if method == "rest-fast":  # as fast as ticks come, and never slower than rest-1s
+            self.interval = min(self.interval, 1.0 / max(subscribed_rate, 1e-9))
         self.pollers: list[RestPoller] = []
         self.streams: list[StreamClient] = []
         self.errors: dict[str, int] = {}
@@ -291,26 +325,9 @@ class _Cell:
             rate=self.target.rate,
             clients=self.n,
             connected=self.connected,
-            observers=0,
-            duration_s=0.0,
-            published=0,
-            measured_rate=0.0,
-            missed_fraction=None,
-            staleness_p50_ms=None,
-            staleness_p99_ms=None,
-            delivered_ticks=0,
-            bytes_in=0,
-            bytes_out=0,
-            bytes_per_tick=None,
-            messages=0,
-            messages_per_s=0.0,
-            server_cpu_s=None,
-            server_idle_cpu_s=None,
-            server_cpu_s_per_1k=None,
-            loadgen_cpu_s=0.0,
-            loadgen_cpu_frac=0.0,
             cell_s=round((time.time_ns() - self.t_start) / 1e9, 3),
             errors=dict(self.errors),
+            failed=True,
         )
 
     def _error(self, kind: str, count: int = 1) -> None:
@@ -318,10 +335,10 @@ class _Cell:
 
     async def run(self) -> CellResult:
         self.t_start = time.time_ns()
-        ready = await self._connect()
-        self.connected = len(ready)
-        self.t_ready = time.time_ns()
         try:
+            ready = await self._connect()
+            self.connected = len(ready)
+            self.t_ready = time.time_ns()
             result = await self._measure(ready)
             result.setup_s = round((self.t_ready - self.t_start) / 1e9, 3)
             result.cell_s = round((time.time_ns() - self.t_start) / 1e9, 3)
@@ -505,7 +522,7 @@ class _Cell:
         left unplaced (counted as ``unmatched``).
         """
         health = await self.control.health()
-        if not await self.control.wait_store(int(health.get("offset", 0))):
+        if not await self.control.wait_store(health.offset):
             self._error("store behind: some feedadv ticks unplaceable")
         table = await self.control.published(self.symbols, start_ns, end_ns)
         start_ms = start_ns // 1_000_000
@@ -530,10 +547,10 @@ async def measure_rate(endpoint: Endpoint, seconds: float = 3.0) -> float:
     """The tick rate of a running server over all symbols, from ``/health`` offsets."""
     control = Control(endpoint)
     try:
-        first = int((await control.health())["offset"])
+        first = (await control.health()).offset
         start = time.monotonic()
         await asyncio.sleep(seconds)
-        last = int((await control.health())["offset"])
+        last = (await control.health()).offset
         return (last - first) / (time.monotonic() - start)
     finally:
         await control.aclose()
@@ -553,18 +570,24 @@ def run_grid(
     whatever rate it produces (measured first; ``config.rates`` is ignored), and server CPU is
     measured only when ``external_pid`` names its process on this machine.
     """
+    raise_open_files_limit()
     results: list[CellResult] = []
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         if external is not None:
             rate = round(runner.run(measure_rate(external)), 1)
             target = Target(external, external_pid, rate)
-            return runner.run(
-                run_target(target, config, config.clients, config.methods, on_cell=on_cell)
-            )
+            return runner.run(run_target(target, config, on_cell=on_cell))
         for rate in config.rates:
             with SpawnedServer(rate, sim_step_ms=config.sim_step_ms) as server:
-                target = Target(server.endpoint, server.pid, rate)
-                results += runner.run(
-                    run_target(target, config, config.clients, config.methods, on_cell=on_cell)
-                )
+                target = Target(server.endpoint, server.pid, rate, exited=server.exited)
+                results += runner.run(run_target(target, config, on_cell=on_cell))
     return results
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to ``min(hard, wanted)``: a cell of 1,000 clients opens
+    1,000 sockets, over the usual soft limit of 1,024 with the process's own files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

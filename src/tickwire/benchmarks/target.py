@@ -4,8 +4,9 @@
 simulator in load mode (exactly ``load_rate`` ticks per second, round-robin over every symbol),
 no backfill, no weekend close and ``--sync none``, in a temporary data directory, with one key
 whose limits are high enough that the benchmark measures the transports rather than the rate
-limiter. :class:`Control` is the benchmark's own HTTP client for health, quotes and ticks; its
-traffic is never counted as the traffic of a measured client.
+limiter. :class:`Control` is the benchmark's own client for health, quotes and ticks (the SDK's
+:class:`~tickwire.client.AsyncClient`); its traffic is never counted as the traffic of a measured
+client.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
-import msgspec
 
+from ..client import AsyncClient, Health
 from .clients import Endpoint, TickKey
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SpawnedServer",
     "cpu_seconds",
     "free_port",
+    "log_tail",
 ]
 
 BENCH_KEY_LIMITS: Final[tuple[str, ...]] = (
@@ -60,6 +62,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def log_tail(text: str, lines: int = 5) -> str:
+    """The last ``lines`` non-blank lines of a log (what a one-line error can carry)."""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:]) or "(no output)"
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` so far (``/proc``), or None if unreadable."""
     try:
@@ -72,20 +80,34 @@ def cpu_seconds(pid: int) -> float | None:
 
 @dataclass
 class SpawnedServer:
-    """A ``tickwire serve`` child process in load mode; use as a context manager."""
+    """A ``tickwire serve`` child process in load mode; use as a context manager.
+
+    Its temporary directory (data and log) exists from :meth:`start` until :meth:`stop`; a
+    :meth:`start` that fails stops the process and deletes the directory before raising.
+    """
 
     load_rate: float
     sim_step_ms: float = 20.0
     startup_timeout: float = 60.0
+    port: int = field(default_factory=free_port)
+    stream_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
-        self.port = free_port()
-        self.stream_port = free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="tickwire-bench-"))
-        self.data_dir = self._dir / "data"
-        self.log_path = self._dir / "server.log"
+        self._dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.key = ""
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's ``--data-dir`` (inside the temporary directory)."""
+        if self._dir is None:
+            raise RuntimeError("the server has not been started")
+        return self._dir / "data"
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server's output, while its directory exists."""
+        return None if self._dir is None else self._dir / "server.log"
 
     @property
     def endpoint(self) -> Endpoint:
@@ -127,6 +149,15 @@ class SpawnedServer:
 
     def start(self) -> SpawnedServer:
         """Create the key, start the process and wait until ``/health`` says ``ok``."""
+        self._dir = Path(tempfile.mkdtemp(prefix="tickwire-bench-"))
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.data_dir.mkdir(parents=True)
         created = subprocess.run(
             [
@@ -144,31 +175,44 @@ class SpawnedServer:
             capture_output=True,
             text=True,
             timeout=60,
-            check=True,
+            check=False,
         )
+        if created.returncode != 0 or not created.stdout.strip():
+            raise RuntimeError(
+                f"`tickwire keys create` exited with {created.returncode}: "
+                f"{log_tail(created.stderr or created.stdout)}"
+            )
         self.key = created.stdout.strip().splitlines()[-1]
+        assert self.log_path is not None
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log()}")
+            if (exited := self.exited()) is not None:
+                raise RuntimeError(exited)
             try:
                 health = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).json()
                 if health.get("status") == "ok":
-                    return self
-            except httpx.HTTPError:
+                    return
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"the server did not become ready:\n{self.log()}")
+        raise TimeoutError(f"the server did not become ready: {log_tail(self.log())}")
+
+    def exited(self) -> str | None:
+        """None while the process runs (or before it starts); else why it is gone, with the
+        end of its log."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"the server exited with {self.proc.returncode}: {log_tail(self.log())}"
 
     def log(self) -> str:
         """The server's output so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        path = self.log_path
+        return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
     def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL) and delete its data directory."""
+        """Stop the process (SIGTERM, then SIGKILL) and delete its temporary directory."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -176,7 +220,9 @@ class SpawnedServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def __enter__(self) -> SpawnedServer:
         return self.start()
@@ -185,63 +231,29 @@ class SpawnedServer:
         self.stop()
 
 
-class _Quote(msgspec.Struct):
-    symbol: str
-    seq: int
-
-
-class _Quotes(msgspec.Struct):
-    quotes: list[_Quote]
-
-
-class _RawTick(msgspec.Struct):
-    ts: int
-    bid: float
-    ask: float
-    seq: int
-
-
-class _TicksPage(msgspec.Struct):
-    ticks: list[_RawTick]
-    next_cursor: str | None = None
-
-
 class Control:
     """The benchmark's own REST calls (not measured): health, per-symbol seqs, raw ticks."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=f"http://{endpoint.host}:{endpoint.http_port}",
-            headers={"X-API-Key": endpoint.key},
-            timeout=30,
-        )
+        self._client = AsyncClient(f"http://{endpoint.host}:{endpoint.http_port}", endpoint.key)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> Health:
         """``GET /health``."""
-        response = await self._client.get("/health")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
+        return await self._client.health()
 
     async def symbols(self) -> list[str]:
         """Every symbol code of the server's catalogue."""
-        response = await self._client.get("/v1/symbols")
-        response.raise_for_status()
-        return [s["code"] for s in response.json()["symbols"]]
+        return [s.code for s in await self._client.symbols()]
 
     async def seqs(self, symbols: Sequence[str]) -> dict[str, int]:
         """The last published ``seq`` of each symbol (0 before its first tick)."""
-        result = {s: 0 for s in symbols}
-        for i in range(0, len(symbols), 100):
-            part = ",".join(symbols[i : i + 100])
-            response = await self._client.get("/v1/quotes", params={"symbols": part})
-            response.raise_for_status()
-            for q in msgspec.json.decode(response.content, type=_Quotes).quotes:
-                result[q.symbol] = q.seq
+        result = dict.fromkeys(symbols, 0)
+        for q in await self._client.quotes(symbols):
+            result[q.symbol] = q.seq
         return result
 
     async def wait_store(self, offset: int, *, patience: float = 60.0) -> bool:
@@ -249,7 +261,7 @@ class Control:
         within ``patience`` seconds (a store writer that fell behind under load)."""
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            if int((await self.health()).get("store_offset", 0)) >= offset:
+            if ((await self.health()).store_offset or 0) >= offset:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -264,18 +276,9 @@ class Control:
         """
         found: dict[TickKey, tuple[int, int]] = {}
         for symbol in symbols:
-            params: dict[str, str | int] = {
-                "from": start_ns // 1_000_000,
-                "to": end_ns // 1_000_000 + 1,
-                "limit": 10_000,
-            }
-            while True:
-                response = await self._client.get(f"/v1/ticks/{symbol}", params=params)
-                response.raise_for_status()
-                page = msgspec.json.decode(response.content, type=_TicksPage)
-                for t in page.ticks:
-                    found[(symbol, t.ts // 1_000_000, t.bid, t.ask)] = (t.seq, t.ts)
-                if not page.next_cursor:
-                    break
-                params["cursor"] = page.next_cursor
+            ticks = await self._client.ticks(
+                symbol, start=start_ns // 1_000_000, end=end_ns // 1_000_000 + 1
+            )
+            for t in ticks:
+                found[(symbol, t.ts // 1_000_000, t.bid, t.ask)] = (t.seq, t.ts)
         return found

@@ -107,12 +107,18 @@ class HttpResponse:
 
 
 class ChunkedDecoder:
-    """Decodes ``Transfer-Encoding: chunked`` incrementally; ``done`` after the last chunk."""
+    """Decodes ``Transfer-Encoding: chunked`` incrementally; ``done`` after the last chunk.
+
+    The body ends with the zero-size chunk, any trailer lines and a blank line; the decoder
+    consumes exactly that much, and :meth:`take_rest` hands back the bytes fed after it (the
+    next response on a keep-alive connection).
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._left = 0  # bytes left in the current chunk, then its CRLF
         self._in_chunk = False
+        self._trailers = False  # after the zero-size chunk: trailer lines, then a blank line
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
@@ -139,6 +145,10 @@ class ChunkedDecoder:
                 if len(buf) - pos > 1024:
                     raise ProtocolError("chunk size line too long")
                 break
+            if self._trailers:
+                self.done = end == pos  # the blank line ends the body; trailers are ignored
+                pos = end + 2
+                continue
             size_text = bytes(buf[pos:end]).split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
@@ -146,12 +156,18 @@ class ChunkedDecoder:
                 raise ProtocolError(f"bad chunk size {size_text!r}") from None
             pos = end + 2
             if size == 0:
-                self.done = True  # trailers, if any, are ignored
-                break
+                self._trailers = True
+                continue
             self._left = size
             self._in_chunk = True
         del buf[:pos]
         return bytes(out)
+
+    def take_rest(self) -> bytes:
+        """The bytes fed but not decoded (after the body, once ``done``); empties the decoder."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
 
 
 class HttpResponseReader:
@@ -190,6 +206,8 @@ class HttpResponseReader:
                 self._buf.clear()
                 if not self._chunked.done:
                     return done
+                self._buf += self._chunked.take_rest()  # the next response's bytes
+                self._chunked = None
             else:
                 take = min(self._length - len(self._body), len(self._buf))
                 self._body += self._buf[:take]
