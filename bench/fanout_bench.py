@@ -99,6 +99,7 @@ import uvloop
 from bench import results_io
 from bench.fanout_loadgen import HIST_EDGES, Conn, decode_ticks
 from bench.report import rate as fmt_rate
+from tickwire.access.keys import KEYS_FILE, FileKeyStore
 from tickwire.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,7 +321,7 @@ class Bench:
         if name in TICKWIRE:
             data = self.tmp / f"data-{self.points}"
             data.mkdir()
-            shutil.copy(self.keys_file, data / "keys.json")
+            shutil.copy(self.keys_file, data / KEYS_FILE)
             http_port = free_port()
             cmd = [
                 sys.executable,
@@ -1122,33 +1123,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp_name:
         tmp = Path(tmp_name)
         keys = tmp / "keys"
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tickwire",
-                "keys",
-                "create",
-                "--name",
-                "bench",
-                "--plan",
-                "unlimited",
-                "--max-connections",
-                "100000",
-                "--data-dir",
-                str(keys),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        key, _ = FileKeyStore(keys / KEYS_FILE).create(
+            "bench", plan="unlimited", max_connections=100_000
         )
-        key = out.stdout.strip().splitlines()[-1]
         log_dir = out_dir / "fanout-logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         bench = Bench(
             tmp,
             key,
-            keys / "keys.json",
+            keys / KEYS_FILE,
             args.pin,
             args.step_ms,
             args.tickwire_args.split(),

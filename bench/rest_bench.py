@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 
 from bench import results_io
+from tickwire.access.keys import KEYS_FILE, FileKeyStore
 
 PAIRS = "EURUSD,GBPUSD,USDJPY,USDCHF,AUDUSD,USDCAD,NZDUSD,EURGBP,EURJPY,XAUUSD"
 MINIMAL_APP = textwrap.dedent(
@@ -113,32 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        key = (
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "tickwire",
-                    "keys",
-                    "create",
-                    "--name",
-                    "bench",
-                    "--plan",
-                    "unlimited",
-                    "--rate",
-                    "1000000",
-                    "--burst",
-                    "1000000",
-                    "--data-dir",
-                    str(data),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=env,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
+        key, _ = FileKeyStore(data / KEYS_FILE).create(
+            "bench", plan="unlimited", rate=1_000_000.0, burst=1_000_000
         )
         tw_port, fa_port = free_port(), free_port()
         app_file = Path(tmp) / "minimal_app.py"

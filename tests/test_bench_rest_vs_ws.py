@@ -458,11 +458,12 @@ def test_failed_cell_is_flagged_and_round_trips(tmp_path: Path) -> None:
 def test_spawned_server_removes_its_directory_when_start_fails(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A failing `keys create` is a one-line RuntimeError, and leaves no temporary directory."""
-    monkeypatch.setattr(target, "BENCH_KEY_LIMITS", ("--no-such-option",))
+    """A key that cannot be created is a one-line RuntimeError, and leaves no temporary
+    directory."""
+    monkeypatch.setattr(target, "BENCH_KEY_LIMITS", {"plan": "no-such-plan"})
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     server = target.SpawnedServer(10)
-    with pytest.raises(RuntimeError, match="keys create"):
+    with pytest.raises(RuntimeError, match="cannot create the benchmark's key"):
         server.start()
     assert list(tmp_path.iterdir()) == []
 

@@ -19,14 +19,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
+from ..access.keys import KEYS_FILE, FileKeyStore
 from ..client import AsyncClient, Health
+from ..errors import TickwireError
 from .clients import Endpoint, TickKey
 
 __all__ = [
@@ -38,19 +40,14 @@ __all__ = [
     "log_tail",
 ]
 
-BENCH_KEY_LIMITS: Final[tuple[str, ...]] = (
-    "--plan",
-    "unlimited",
-    "--rate",
-    "1000000",
-    "--burst",
-    "1000000",
-    "--monthly-quota",
-    "unlimited",
-    "--max-connections",
-    "100000",
-)
-"""``tickwire keys create`` options of the benchmark's key: limits far above any cell's load."""
+BENCH_KEY_LIMITS: Final[Mapping[str, Any]] = {
+    "plan": "unlimited",
+    "rate": 1_000_000.0,
+    "burst": 1_000_000,
+    "monthly_quota": None,
+    "max_connections": 100_000,
+}
+"""The benchmark key's limits (:meth:`FileKeyStore.create` arguments): far above any load."""
 
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
@@ -159,30 +156,12 @@ class SpawnedServer:
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True)
-        created = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tickwire",
-                "keys",
-                "create",
-                "--name",
-                "bench",
-                "--data-dir",
-                str(self.data_dir),
-                *BENCH_KEY_LIMITS,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if created.returncode != 0 or not created.stdout.strip():
-            raise RuntimeError(
-                f"`tickwire keys create` exited with {created.returncode}: "
-                f"{log_tail(created.stderr or created.stdout)}"
+        try:
+            self.key, _ = FileKeyStore(self.data_dir / KEYS_FILE).create(
+                "bench", **BENCH_KEY_LIMITS
             )
-        self.key = created.stdout.strip().splitlines()[-1]
+        except TickwireError as exc:
+            raise RuntimeError(f"cannot create the benchmark's key: {exc}") from exc
         assert self.log_path is not None
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
