@@ -38,9 +38,7 @@ everything.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import sys
 import time
 from typing import Any, cast
@@ -48,6 +46,8 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 import uvloop
+
+from tickwire.benchmarks.wire import ws_client_frame, ws_upgrade_request
 
 PATTERN = b'{"s":'
 # Sinks count ticks by their opening braces: every tick is one flat JSON object, and a batch
@@ -117,21 +117,6 @@ def expected_count(lo: int, hi: int, wanted: set[int], phase: int, n_symbols: in
     return full * len(wanted) + extra
 
 
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame."""
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big") if n else 0
-    body = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big") if n else b""
-    return head + mask + body
-
-
 class Conn(asyncio.Protocol):
     """One client: handshake, subscribe, then count (sink) or check (observer) every frame."""
 
@@ -165,12 +150,7 @@ class Conn(asyncio.Protocol):
         self.welcome: dict[str, Any] | None = None
         self.resumes: list[tuple[int, int, dict[str, Any]]] = []
         if framing == "ws":
-            key = base64.b64encode(os.urandom(16)).decode()
-            self.request = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
+            self.request = ws_upgrade_request(host, port, path)
         self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()  # connected (and welcomed)
@@ -249,7 +229,7 @@ class Conn(asyncio.Protocol):
 
     def send_text(self, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ws_frame(0x1, payload))
+            self.transport.write(ws_client_frame(0x1, payload))
 
     def data_received(self, data: bytes) -> None:
         if self.handshaking:
@@ -394,7 +374,7 @@ class Conn(asyncio.Protocol):
         self.collect = None
         if opcode == 0x9:
             if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(ws_frame(0xA, payload or b""))
+                self.transport.write(ws_client_frame(0xA, payload or b""))
             return
         if opcode == 0x8:
             code = int.from_bytes(payload[:2], "big") if payload and len(payload) >= 2 else 0
